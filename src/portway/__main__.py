@@ -1,0 +1,5 @@
+"""`python -m portway` runs the CLI."""
+
+from portway.cli import main
+
+main()
