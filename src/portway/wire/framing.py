@@ -59,17 +59,18 @@ class PacketDecoder:
         """Bytes held that do not yet form a whole frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add `data`; return every complete payload, in order.
+    def feed(self, data: bytes, *, limit: int | None = None) -> list[bytes]:
+        """Add `data`; return every complete payload (at most `limit`), in order.
 
-        Raises `FrameTooLarge` as soon as a header declares more than the limit.
+        Raises `FrameTooLarge` as soon as a header declares more than the limit. Bytes after the
+        `limit`-th payload are not looked at: they stay buffered for `take_rest()`.
         """
         buffer = self._buffer
         buffer += data
         payloads: list[bytes] = []
         offset = 0
         end = len(buffer)
-        while end - offset >= HEADER_BYTES:
+        while end - offset >= HEADER_BYTES and (limit is None or len(payloads) < limit):
             (length,) = _LENGTH.unpack_from(buffer, offset)
             if length > self._max_bytes:
                 raise FrameTooLarge(f"declared frame of {length} bytes exceeds {self._max_bytes}")
@@ -114,7 +115,8 @@ class FrameDecoder:
 
         Raises `FrameTooLarge` or `FrameUndecodable`; after an error the decoder must be discarded.
         """
-        self._pending.extend(self._packets.feed(data))
+        wanted = None if limit is None else max(limit - len(self._pending), 0)
+        self._pending.extend(self._packets.feed(data, limit=wanted))
         count = len(self._pending) if limit is None else min(limit, len(self._pending))
         taken, self._pending = self._pending[:count], self._pending[count:]
         return [decode_message(payload) for payload in taken]

@@ -13,6 +13,7 @@ import secrets
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _STABLE_SLUG = re.compile(r"^r[0-9a-f]{8}-")
+_SLUG_LEN = len("r12345678-")
 
 
 def _is_ip(host: str) -> bool:
@@ -40,7 +41,8 @@ def is_engine_hostname(hostname: str, engine_host: str) -> bool:
     if _is_ip(host) or "." not in host:
         return False
     first, _, remainder = host.partition(".")
-    return rest == f"t.{remainder}" and bool(_STABLE_SLUG.match(label)) and label.endswith(f"-{first}")
+    # Exactly r<8 hex>-<first>: a looser suffix test would also claim r…-x-<first>, the names of host x-<first>.
+    return rest == f"t.{remainder}" and bool(_STABLE_SLUG.match(label)) and label[_SLUG_LEN:] == first
 
 
 def allocate(engine_host: str, taken: set[str] | frozenset[str] = frozenset()) -> str:

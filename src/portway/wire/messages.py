@@ -12,7 +12,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import PROTOCOL_VERSION, ErrorCode
@@ -171,7 +171,7 @@ def kind(message: pb.Message) -> str:
 
 
 def error_pb(code: ErrorCode, text: str) -> pb.Error:
-    out = pb.Error(code=pb.ErrorCode.ValueType(int(code)))
+    out = pb.Error(code=cast(Any, int(code)))
     out.message.value = text
     return out
 

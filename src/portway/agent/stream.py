@@ -1,0 +1,161 @@
+"""Connections to the engine that carry a stream: a `Stream` for application code, and pipe-based
+data connections for `forward_to` (no per-chunk await on the hot path)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+
+from portway.agent.options import AgentOptions, ssl_context
+from portway.errors import ClosedError, EngineRejected, TransportError
+from portway.pipe import Pipe
+from portway.wire import messages
+from portway.wire._pb import rstream_pb2 as pb
+from portway.wire.codes import MAX_FRAME_BYTES
+from portway.wire.errors import FrameTooLarge, WireError
+from portway.wire.framing import PacketDecoder, decode_message, encode_frame, encode_packet
+
+
+class Stream:
+    """One tunnel stream as a byte stream: `read`, `write` + `drain`, `close`.
+
+    `source_ip` is the visitor's address for accepted streams; `stream_id` names the stream.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 stream_id: str | None = None, source_ip: str | None = None) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.stream_id = stream_id
+        self.source_ip = source_ip
+
+    async def read(self, n: int = 65536) -> bytes:
+        """Up to `n` bytes; b"" at end of stream. A TLS close without close_notify counts as EOF."""
+        try:
+            return await self.reader.read(n)
+        except (ssl.SSLError, ConnectionResetError):
+            return b""
+
+    async def readexactly(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError as error:
+            raise ClosedError("stream ended early") from error
+
+    def write(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            raise ClosedError("stream is closed")
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        try:
+            await self.writer.drain()
+        except (ConnectionError, ssl.SSLError) as error:
+            raise ClosedError("stream closed by peer") from error
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError, OSError):
+            await self.writer.wait_closed()
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class DatagramStream:
+    """Packets over a stream of a datagram tunnel: each is framed with a 4-byte length (§2.8)."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self._decoder = PacketDecoder()
+        self._ready: list[bytes] = []
+
+    async def send(self, packet: bytes) -> None:
+        self.stream.write(encode_packet(packet))
+        await self.stream.drain()
+
+    async def recv(self) -> bytes:
+        """The next packet; raises `ClosedError` at end of stream."""
+        while not self._ready:
+            data = await self.stream.read()
+            if not data:
+                raise ClosedError("datagram stream closed")
+            self._ready.extend(self._decoder.feed(data))
+        return self._ready.pop(0)
+
+    async def close(self) -> None:
+        await self.stream.close()
+
+
+async def open_stream(options: AgentOptions, first: pb.Message, reply: str | None, *,
+                      ctx: ssl.SSLContext | None = None) -> Stream:
+    """Dial the engine, send `first`, and if `reply` names a response kind, read and check it."""
+    host, port = options.host_port
+    tls = ctx or ssl_context(options.tls)
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls, server_hostname=options.tls.server_name or host,
+                                    limit=256 * 1024),
+            options.connect_timeout_s)
+    except (OSError, TimeoutError) as error:
+        raise TransportError(f"cannot reach engine {options.engine}: {error}") from error
+    stream = Stream(reader, writer)
+    try:
+        writer.write(encode_frame(first))
+        if reply is not None:
+            frame = await asyncio.wait_for(_read_frame(reader), options.operation_timeout_s)
+            _check_reply(frame, reply)
+    except BaseException:
+        await stream.close()
+        raise
+    return stream
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> pb.Message:
+    """Read exactly one frame, leaving whatever follows it in the reader."""
+    try:
+        header = await reader.readexactly(4)
+        length = int.from_bytes(header, "big")
+        if length > MAX_FRAME_BYTES:
+            raise FrameTooLarge(f"engine sent a frame of {length} bytes")
+        return decode_message(await reader.readexactly(length))
+    except asyncio.IncompleteReadError as error:
+        raise ClosedError("engine closed the connection") from error
+
+
+def _check_reply(frame: pb.Message, expected: str) -> None:
+    which = frame.WhichOneof("payload")
+    if which != expected:
+        raise WireError(f"engine answered {which}, expected {expected}")
+    body = getattr(frame, expected)
+    if body.HasField("error"):
+        raise EngineRejected(*messages.error_from_pb(body.error))
+
+
+async def open_pipe(options: AgentOptions, first: pb.Message, ctx: ssl.SSLContext) -> Pipe:
+    """Dial the engine for a zero-RTT data connection and return it as a pipe (not yet spliced)."""
+    host, port = options.host_port
+    loop = asyncio.get_running_loop()
+    try:
+        _, pipe = await asyncio.wait_for(
+            loop.create_connection(Pipe, host, port, ssl=ctx, server_hostname=options.tls.server_name or host),
+            options.connect_timeout_s)
+    except (OSError, TimeoutError) as error:
+        raise TransportError(f"cannot reach engine {options.engine}: {error}") from error
+    assert pipe.transport is not None
+    pipe.transport.write(encode_frame(first))
+    return pipe
+
+
+async def open_upstream(host: str, port: int, timeout_s: float) -> Pipe:
+    """Connect to the local service a tunnel forwards to."""
+    loop = asyncio.get_running_loop()
+    try:
+        _, pipe = await asyncio.wait_for(loop.create_connection(Pipe, host, port), timeout_s)
+    except (OSError, TimeoutError) as error:
+        raise TransportError(f"cannot reach {host}:{port}: {error}") from error
+    return pipe

@@ -1,0 +1,173 @@
+"""The first frame of an `rstrm/1` connection decides what it is (protocol facts §2.4):
+
+- `OpenControlChannelReq` → a control channel (`AgentSession`);
+- `ProxyReq` → an agent's data connection answering a `ProxyConnReq` (§2.6);
+- `StreamReq` → a private dial of a tunnel by name or id (§2.7).
+
+Anything else, a malformed frame, or silence past `timeouts.first_message_seconds` closes the
+connection. Each refusal is logged once, without secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from portway.engine.broker import StreamFailed, new_stream_id
+from portway.engine.context import EngineContext
+from portway.engine.registry import Tunnel
+from portway.engine.session import AgentSession
+from portway.errors import AuthError
+from portway.pipe import Pipe, splice
+from portway.wire import messages
+from portway.wire._pb import rstream_pb2 as pb
+from portway.wire.codes import ErrorCode
+from portway.wire.errors import WireError
+from portway.wire.framing import FrameDecoder, encode_frame
+from portway.wire.messages import ClientDetails
+
+log = logging.getLogger("portway.engine.agent")
+
+
+def peer_ip(transport: asyncio.BaseTransport) -> str | None:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if peer else None
+
+
+class AgentConnection(asyncio.Protocol):
+    """Protocol of a fresh `rstrm/1` connection until its first frame is read."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+        self.transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder()
+        self._timer: asyncio.TimerHandle | None = None
+        self._done = False
+        self._peer = "?"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = transport
+        self._peer = peer_ip(transport) or "?"
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.ctx.config.timeouts.first_message_seconds, self._silent)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        try:
+            frames = self._decoder.feed(data, limit=1)
+        except WireError as error:
+            self._refuse(f"bad first frame: {error}")
+            return
+        if not frames:
+            return
+        self._finish()
+        self._dispatch(frames[0], self._decoder.take_rest())
+
+    def eof_received(self) -> bool:
+        if not self._done:
+            self._refuse("closed before its first frame")
+        return False
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _silent(self) -> None:
+        self._refuse(f"sent no frame within {self.ctx.config.timeouts.first_message_seconds}s")
+
+    def _refuse(self, reason: str, reply: pb.Message | None = None) -> None:
+        self._finish()
+        self.ctx.counters.rejected_connections += 1
+        log.warning("agent connection from %s refused: %s", self._peer, reason)
+        assert self.transport is not None
+        if reply is not None:
+            self.transport.write(encode_frame(reply))
+        self.transport.close()
+
+    def _dispatch(self, frame: pb.Message, rest: bytes) -> None:
+        which = frame.WhichOneof("payload")
+        if which == "open_control_channel_req":
+            self._open_control(frame.open_control_channel_req, rest)
+        elif which == "proxy_req":
+            self._proxy(frame.proxy_req, rest)
+        elif which == "stream_req":
+            self._stream(frame.stream_req, rest)
+        else:
+            self._refuse(f"unexpected first frame {which}")
+
+    def _open_control(self, req: pb.OpenControlChannelReq, rest: bytes) -> None:
+        details = ClientDetails.from_pb(req.client_details)
+        try:
+            principal = self.ctx.verifier.verify(details.token)
+        except AuthError as error:
+            self._refuse(f"control channel unauthorized: {error}",
+                         messages.open_control_channel_error(ErrorCode.UNAUTHORIZED, str(error)))
+            return
+        interval = req.liveness.heartbeat_interval_ms if req.HasField("liveness") else None
+        assert self.transport is not None
+        AgentSession(self.ctx, principal, details, self._peer).start(self.transport, interval, rest)
+
+    def _proxy(self, req: pb.ProxyReq, rest: bytes) -> None:
+        zero_rtt = req.zero_rtt.value if req.HasField("zero_rtt") else True
+        secret = req.client_details.token.value if req.client_details.HasField("token") else None
+        pending = self.ctx.broker.claim(req.stream_id, secret)
+        if pending is None:
+            reply = None if zero_rtt else messages.proxy_rsp((ErrorCode.INVALID_STREAM, "unknown or expired stream"))
+            self._refuse(f"ProxyReq for unknown, expired or already used stream {req.stream_id[:32]!r}", reply)
+            return
+        assert self.transport is not None
+        if not zero_rtt:
+            self.transport.write(encode_frame(messages.proxy_rsp()))
+        pipe = Pipe.adopt(self.transport, rest)
+        if not self.ctx.broker.deliver(pending, pipe):
+            log.info("stream %s: the visitor left before the agent connected", req.stream_id)
+            pipe.close()
+
+    def _stream(self, req: pb.StreamReq, rest: bytes) -> None:
+        zero_rtt = req.zero_rtt.value if req.HasField("zero_rtt") else True
+        details = ClientDetails.from_pb(req.client_details)
+
+        def refuse(code: ErrorCode, text: str) -> None:
+            self._refuse(f"private dial refused: {text}", None if zero_rtt else messages.stream_rsp_error(code, text))
+
+        try:
+            self.ctx.verifier.verify(details.token)
+        except AuthError as error:
+            refuse(ErrorCode.UNAUTHORIZED, str(error))
+            return
+        if req.HasField("datagram_channel") and req.datagram_channel.value:
+            refuse(ErrorCode.FEATURE_NOT_AVAILABLE, "datagram channels need the QUIC transport")
+            return
+        tunnel = self.ctx.registry.dial_target(req.tunnel_id_name)
+        if tunnel is None:
+            refuse(ErrorCode.TUNNEL_NOT_FOUND, f"no tunnel named {req.tunnel_id_name[:128]!r}")
+            return
+        assert self.transport is not None
+        dialer = Pipe.adopt(self.transport, rest)
+        if dialer.transport is not None:
+            dialer.transport.pause_reading()
+        stream_id = new_stream_id()
+        self.ctx.spawn(self._connect_dialer(dialer, tunnel, stream_id, zero_rtt))
+
+    async def _connect_dialer(self, dialer: Pipe, tunnel: Tunnel, stream_id: str, zero_rtt: bool) -> None:
+        try:
+            agent = await self.ctx.broker.open_stream(tunnel, self._peer, stream_id)
+        except StreamFailed as error:
+            self.ctx.counters.streams_failed += 1
+            log.info("private dial of tunnel %s failed: %s", tunnel.id, error.reason)
+            if dialer.transport is not None and not zero_rtt:
+                dialer.transport.write(encode_frame(messages.stream_rsp_error(error.code, error.reason)))
+            dialer.close()
+            return
+        self.ctx.counters.streams_opened += 1
+        if dialer.transport is not None and not zero_rtt:
+            dialer.transport.write(encode_frame(messages.stream_rsp_ok(stream_id)))
+        splice(dialer, agent)

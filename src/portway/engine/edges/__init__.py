@@ -1,0 +1,1 @@
+"""Published edges: one module per visitor-facing protocol, all ending in `connect_visitor`."""

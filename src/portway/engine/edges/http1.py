@@ -1,0 +1,247 @@
+"""HTTP/1.1 edge: route each visitor connection by Host to an http tunnel, streaming both ways.
+
+Requests are parsed (httptools) so their heads can be rewritten — `X-Forwarded-For/Proto/Host` —
+and bodies stream through without being buffered whole. Responses from the agent are relayed as raw
+bytes: the stream to the agent is bound to the visitor's connection for its whole keep-alive life,
+so HTTP/1.1 framing stays intact. An `Upgrade` (WebSocket) or `CONNECT` switches the connection to
+raw relaying after the head. Requests for the engine's own host are answered locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import httptools
+
+from portway.engine.agentconn import peer_ip
+from portway.engine.broker import StreamFailed
+from portway.engine.context import EngineContext
+from portway.engine.registry import Tunnel
+from portway.pipe import Pipe
+from portway.wire.codes import ErrorCode
+
+from .pages import error_page, response
+
+log = logging.getLogger("portway.engine.http")
+access_log = logging.getLogger("portway.access")
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 100
+_HOP_BY_HOP = frozenset({b"keep-alive", b"proxy-connection", b"te", b"trailer"})
+_FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+
+
+class HttpEdge(Pipe):
+    """Protocol of one visitor connection (after TLS) on an HTTP surface."""
+
+    def __init__(self, ctx: EngineContext, sni: str | None, scheme: str = "https") -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.sni = sni
+        self.scheme = scheme
+        self.source_ip: str | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._out: list[bytes] = []
+        self._tunnel: Tunnel | None = None
+        self._host: str | None = None
+        self._accept: str | None = None
+        self._raw = False
+        self._connecting = False
+        self._local = False
+        self._failed = False
+        self._started = 0.0
+
+    # ---- connection ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.source_ip = peer_ip(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return
+        if self._raw:
+            self._forward(data)
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            # Head of an Upgrade/CONNECT request was forwarded; the rest is opaque bytes.
+            self._raw = True
+            offset = upgrade.args[0] if upgrade.args else len(data)
+            if offset < len(data):
+                self._forward(data[offset:])
+        except httptools.HttpParserError:
+            self._fail(400, "the request is not valid HTTP/1.1")
+
+    def peer_lost(self, peer: Pipe) -> None:
+        if peer.bytes_in == 0 and not self._failed and self.transport is not None:
+            self._fail(502, "the service behind this tunnel closed the connection without answering")
+            return
+        super().peer_lost(peer)
+
+    # ---- httptools callbacks ----
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._started = time.monotonic()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._grow(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._grow(len(name) + len(value))
+        if len(self._headers) > MAX_HEADERS:
+            self._fail(431, "too many request headers")
+
+    def on_headers_complete(self) -> None:
+        if self._failed:
+            return
+        host = self._header(b"host")
+        self._accept = self._header(b"accept")
+        name = (host or self.sni or "").rsplit(":", 1)[0].lower().rstrip(".") if host and not host.startswith("[") \
+            else (host or self.sni or "").lower()
+        if self._local or self._is_engine_host(name):
+            self._local = True
+            return
+        if self._tunnel is None:
+            tunnel = self.ctx.registry.by_hostname(name)
+            if tunnel is None or tunnel.props.protocol != "http":
+                self._fail(404, "no tunnel is published at this address")
+                return
+            if self.sni and self.sni != name:
+                self._fail(421, "the request's Host does not match the TLS server name")
+                return
+            self._tunnel, self._host = tunnel, name
+            self._open_stream(tunnel)
+        elif name != self._host:
+            self._fail(421, "one connection serves one tunnel host")
+            return
+        self._forward(self._build_head())
+
+    def on_body(self, body: bytes) -> None:
+        if not self._local and not self._failed:
+            self._forward(body)
+
+    def on_message_complete(self) -> None:
+        if self._local:
+            self._answer_locally()
+            return
+        tunnel = self._tunnel
+        if tunnel is not None:
+            access_log.info("tunnel=%s src=%s %s %s", tunnel.id, self.source_ip,
+                            self._parser.get_method().decode("latin-1"), self._url[:256].decode("latin-1"))
+
+    # ---- helpers ----
+
+    def _grow(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > MAX_HEAD_BYTES and not self._failed:
+            self._fail(431, "request head too large")
+
+    def _header(self, name: bytes) -> str | None:
+        for key, value in self._headers:
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return None
+
+    def _is_engine_host(self, name: str) -> bool:
+        return name in ("", self.ctx.host) or name.replace(".", "").isdigit() or name.startswith("[")
+
+    def _build_head(self) -> bytes:
+        """The request head as sent upstream: hop-by-hop headers dropped, X-Forwarded-* set."""
+        parser = self._parser
+        lines = [b"%s %s HTTP/%s\r\n" % (parser.get_method(), self._url, parser.get_http_version().encode())]
+        forwarded_for = None
+        host = b""
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP or lower in _FORWARDED:
+                continue
+            if lower == b"x-forwarded-for":
+                forwarded_for = value
+                continue
+            if lower == b"host":
+                host = value
+            lines.append(b"%s: %s\r\n" % (name, value))
+        client = (self.source_ip or "unknown").encode()
+        lines.append(b"X-Forwarded-For: %s\r\n" % (forwarded_for + b", " + client if forwarded_for else client))
+        lines.append(b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n\r\n" % (self.scheme.encode(), host))
+        return b"".join(lines)
+
+    def _forward(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self._out.append(data)
+
+    def _open_stream(self, tunnel: Tunnel) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._connecting = True
+        self.ctx.spawn(self._connect(tunnel))
+
+    async def _connect(self, tunnel: Tunnel) -> None:
+        try:
+            agent = await self.ctx.broker.open_stream(tunnel, self.source_ip)
+        except StreamFailed as error:
+            self.ctx.counters.streams_failed += 1
+            status = 503 if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED) else 502
+            if error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
+                status = 504
+            log.info("tunnel %s: no stream for %s: %s", tunnel.id, self.source_ip, error.reason)
+            self._fail(status, "the tunnel's agent is unavailable" if status != 502
+                       else "the agent could not reach the service behind this tunnel")
+            return
+        self.ctx.counters.streams_opened += 1
+        if self.closed:
+            agent.close()
+            return
+        self.peer, agent.peer = agent, self
+        if self._out:
+            assert agent.transport is not None
+            agent.transport.write(b"".join(self._out))
+            self._out.clear()
+        agent._flush_backlog()
+        self._connecting = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _answer_locally(self) -> None:
+        """The engine's own host: a health endpoint now; the Engine API comes later."""
+        assert self.transport is not None
+        path = self._url.split(b"?", 1)[0]
+        keep = self._parser.should_keep_alive()
+        if path in (b"/healthz", b"/api/health"):
+            body = json.dumps({"status": "ok", "version": self.ctx.version,
+                               "tunnels": len(self.ctx.registry)}).encode()
+            self.transport.write(response(200, body, "application/json", close=not keep))
+        else:
+            self.transport.write(error_page(404, self.ctx.host, "unknown engine endpoint", "application/json",
+                                            close=not keep))
+        if not keep:
+            self.transport.close()
+
+    def _fail(self, status: int, detail: str) -> None:
+        """Answer with an error page and close; nothing more is read from this visitor."""
+        if self._failed:
+            return
+        self._failed = True
+        host = self._host or self.sni
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(error_page(status, host, detail, self._accept))
+            self.transport.close()
+        access_log.info("src=%s host=%s status=%d %s", self.source_ip, host, status, detail)
+        if self.peer is not None:
+            self.peer.close()

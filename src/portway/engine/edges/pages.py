@@ -1,0 +1,38 @@
+"""Small error pages a visitor can read, as HTML or JSON depending on `Accept`."""
+
+from __future__ import annotations
+
+import html
+import json
+
+REASONS = {
+    200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 414: "URI Too Long",
+    421: "Misdirected Request", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+
+def response(status: int, body: bytes, content_type: str, *, close: bool, extra: str = "") -> bytes:
+    """A complete HTTP/1.1 response with a fixed-length body."""
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        f"Cache-Control: no-store\r\nServer: portway\r\n{extra}"
+        f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def error_page(status: int, host: str | None, detail: str, accept: str | None, *, close: bool = True) -> bytes:
+    """The page for an edge error: names the host and says what happened, nothing internal."""
+    reason = REASONS.get(status, "Error")
+    if accept and "json" in accept and "html" not in accept:
+        body = json.dumps({"error": reason, "status": status, "host": host, "detail": detail}).encode()
+        return response(status, body, "application/json", close=close)
+    safe_host = html.escape(host or "this host")
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{status} {reason}</title></head>"
+        f"<body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{status} {reason}</h1>"
+        f"<p><b>{safe_host}</b>: {html.escape(detail)}</p><hr><small>portway</small></body></html>"
+    )
+    return response(status, page.encode(), "text/html; charset=utf-8", close=close)

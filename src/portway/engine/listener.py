@@ -1,0 +1,142 @@
+"""The engine's one TLS port: classify each connection by its ClientHello, then route it.
+
+Routing happens before TLS is terminated, from a `MSG_PEEK` of the ClientHello (which may span
+several TCP segments, so we peek until it is whole, under a deadline):
+- SNI of a TLS-passthrough tunnel → the raw bytes go to the agent untouched;
+- ALPN `rstrm/1` → agent protocol (TLS 1.3 only);
+- anything else → terminated with the engine certificate and served as HTTP (a tunnel's hostname,
+  or the engine's own endpoints).
+Because peeking leaves the bytes in the socket, the chosen transport reads the hello itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from portway.engine.agentconn import AgentConnection
+from portway.engine.context import EngineContext
+from portway.engine.edges.http1 import HttpEdge
+from portway.engine.edges.stream import connect_visitor
+from portway.pipe import Pipe
+from portway.wire import clienthello
+from portway.wire.codes import ALPN
+
+log = logging.getLogger("portway.engine.listener")
+
+# How long to wait between peeks when only part of a ClientHello has arrived.
+_REPEEK_S = 0.005
+
+
+class Listener:
+    """Accepts on one socket and classifies connections; owns their classification tasks."""
+
+    def __init__(self, ctx: EngineContext, sock: socket.socket) -> None:
+        self.ctx = ctx
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._open = 0
+        self._accepting = False
+
+    @classmethod
+    def bind(cls, ctx: EngineContext, host: str, port: int) -> Listener:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
+        sock.setblocking(False)
+        return cls(ctx, sock)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def start(self) -> None:
+        self._accepting = True
+        self._loop.add_reader(self.sock.fileno(), self._on_acceptable)
+
+    def stop(self) -> None:
+        if self._accepting:
+            self._loop.remove_reader(self.sock.fileno())
+            self._accepting = False
+        self.sock.close()
+
+    def _on_acceptable(self) -> None:
+        for _ in range(64):
+            try:
+                conn, addr = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                log.warning("accept failed: %s", error)
+                return
+            if self._open >= self.ctx.config.limits.max_connections:
+                self.ctx.counters.rejected_connections += 1
+                conn.close()
+                continue
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.ctx.spawn(self._classify(conn, addr[0]))
+
+    async def _classify(self, conn: socket.socket, source_ip: str) -> None:
+        ctx = self.ctx
+        try:
+            hello = await asyncio.wait_for(self._peek(conn), ctx.config.timeouts.first_message_seconds)
+        except (TimeoutError, clienthello.NotTLS, ConnectionError, OSError) as error:
+            reason = "timed out" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
+            log.info("connection from %s dropped before TLS: %s", source_ip, reason)
+            ctx.counters.rejected_connections += 1
+            conn.close()
+            return
+        sni = hello.server_name
+        tunnel = ctx.registry.by_hostname(sni) if sni else None
+        try:
+            if tunnel is not None and tunnel.props.protocol == "tls" and tunnel.props.tls_mode == "passthrough":
+                _, visitor = await self._loop.connect_accepted_socket(Pipe, conn)
+                assert visitor.transport is not None
+                visitor.transport.pause_reading()
+                await connect_visitor(ctx, tunnel, visitor, source_ip)
+                return
+            if ALPN in hello.alpn:
+                factory: Callable[[], asyncio.Protocol] = lambda: AgentConnection(ctx)  # noqa: E731
+                tls = ctx.agent_tls
+            else:
+                factory = lambda: HttpEdge(ctx, sni)  # noqa: E731
+                tls = ctx.edge_tls
+            self._open += 1
+            try:
+                transport, _ = await self._loop.connect_accepted_socket(
+                    factory, conn, ssl=tls, ssl_handshake_timeout=ctx.config.timeouts.first_message_seconds)
+            finally:
+                self._open -= 1
+        except (ConnectionError, OSError, TimeoutError) as error:
+            log.info("TLS handshake with %s failed: %s", source_ip, error)
+            conn.close()
+
+    async def _peek(self, conn: socket.socket) -> clienthello.ClientHello:
+        seen = -1
+        while True:
+            await self._readable(conn)
+            data = conn.recv(clienthello.MAX_HELLO_BYTES, socket.MSG_PEEK)
+            if not data:
+                raise ConnectionResetError("closed before the TLS ClientHello")
+            hello = clienthello.peek(data)
+            if hello is not None:
+                return hello
+            if len(data) == seen:
+                await asyncio.sleep(_REPEEK_S)
+            seen = len(data)
+
+    async def _readable(self, conn: socket.socket) -> None:
+        future: asyncio.Future[None] = self._loop.create_future()
+        fd = conn.fileno()
+
+        def ready() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self._loop.add_reader(fd, ready)
+        try:
+            await future
+        finally:
+            self._loop.remove_reader(fd)

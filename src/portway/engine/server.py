@@ -1,0 +1,126 @@
+"""`Engine`: binds the listener, owns every task, and shuts down in phases.
+
+Shutdown order: stop accepting, close control channels (agents see the channel end and reconnect
+elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from portway import __version__
+from portway.engine.auth import TokenVerifier
+from portway.engine.broker import StreamBroker
+from portway.engine.config import EngineConfig
+from portway.engine.context import EngineContext
+from portway.engine.edges.tcp import TcpEdge
+from portway.engine.listener import Listener
+from portway.engine.registry import Registry
+from portway.engine.session import AgentSession
+from portway.engine.state import EngineState
+from portway.wire.codes import ALPN
+
+log = logging.getLogger("portway.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class CertFiles:
+    cert: Path
+    key: Path
+    ca: Path | None
+
+
+def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(agent context, visitor context). Agents must use TLS 1.3 with ALPN rstrm/1 (§2.1)."""
+    agent = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    agent.minimum_version = ssl.TLSVersion.TLSv1_3
+    agent.load_cert_chain(files.cert, files.key)
+    agent.set_alpn_protocols([ALPN])
+    edge = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    edge.minimum_version = ssl.TLSVersion.TLSv1_2
+    edge.load_cert_chain(files.cert, files.key)
+    edge.set_alpn_protocols(["http/1.1"])
+    for ctx in (agent, edge):
+        ctx.options |= ssl.OP_NO_COMPRESSION
+    return agent, edge
+
+
+class Engine:
+    """A running engine. Use `async with Engine.start(config, state_dir=...) as engine:` or `run()`."""
+
+    def __init__(self, config: EngineConfig, state: EngineState) -> None:
+        self.config = config
+        self.state = state
+        self.ctx: EngineContext | None = None
+        self._listener: Listener | None = None
+        self._tcp = TcpEdge()
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None
+        return self._listener.port
+
+    @property
+    def cert_files(self) -> CertFiles:
+        static = self.config.certs.static
+        if static.enabled and static.cert_file and static.key_file:
+            return CertFiles(Path(static.cert_file), Path(static.key_file), None)
+        return CertFiles(self.state.cert_path, self.state.key_path, self.state.ca_path)
+
+    async def start(self) -> None:
+        """Bind and begin accepting. Raises OSError if the listen address is taken."""
+        cfg = self.config
+        agent_tls, edge_tls = _tls_contexts(self.cert_files)
+        secret = cfg.auth.jwt.token_jwt_secret or self.state.jwt_secret
+        verifier = TokenVerifier(secret, enabled=cfg.auth.jwt.enabled)
+        host, port = cfg.tls.address
+        broker = StreamBroker(timeout_s=cfg.timeouts.stream_request_seconds,
+                              max_pending=cfg.limits.max_pending_streams)
+        # The listener needs the context and the context needs the public port: bind first.
+        ctx = EngineContext(config=cfg, verifier=verifier, registry=Registry(), broker=broker, ports=self._tcp,
+                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__)
+        self._listener = Listener.bind(ctx, host, port)
+        ctx.public_port = cfg.engine.public_port or self._listener.port
+        self._tcp.ctx = ctx
+        self.ctx = ctx
+        self._listener.start()
+        log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
+
+    async def stop(self) -> None:
+        """Graceful shutdown; safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        ctx = self.ctx
+        if self._listener is not None:
+            self._listener.stop()
+        self._tcp.close()
+        if ctx is None:
+            return
+        sessions = {t.owner for t in ctx.registry.tunnels() if isinstance(t.owner, AgentSession)}
+        for session in sessions:
+            session.close("engine shutting down")
+        tasks = set(ctx.tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.timeouts.shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*pending, return_exceptions=True)
+        log.info("engine stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,263 @@
+"""`AgentSession`: one agent's control channel (protocol facts §2.4, §2.5, §2.9).
+
+The session owns its tunnels: it validates and registers them, relays stream requests to the agent,
+acknowledges heartbeats and withdraws every route when the channel closes or goes silent. Streams
+already established run on their own connections and are not affected by the session's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+
+from portway.engine.auth import Principal
+from portway.engine.capabilities import check_supported
+from portway.engine.context import EngineContext
+from portway.engine.registry import Tunnel
+from portway.wire import hostnames, liveness, messages, properties
+from portway.wire._pb import rstream_pb2 as pb
+from portway.wire.codes import ErrorCode
+from portway.wire.errors import InvalidTunnelProperties, ProtocolViolation, WireError
+from portway.wire.framing import FrameDecoder, encode_frame
+from portway.wire.messages import ClientDetails, ServerDetails, TunnelProperties
+
+log = logging.getLogger("portway.engine.session")
+
+# A control channel whose agent stops reading is dead weight: drop it past this much unsent data.
+MAX_CONTROL_BACKLOG_BYTES = 4 * 1024 * 1024
+
+
+class AgentSession(asyncio.Protocol):
+    """Protocol of a control-channel connection after its `OpenControlChannelReq` was accepted."""
+
+    def __init__(self, ctx: EngineContext, principal: Principal, details: ClientDetails, peer: str) -> None:
+        self.ctx = ctx
+        self.principal = principal
+        self.details = details
+        self.peer = peer
+        self.client_id = secrets.token_hex(12)
+        self.token_id = principal.token_id
+        self.tunnels: dict[str, Tunnel] = {}
+        self.transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder()
+        self._monitor: liveness.LivenessMonitor | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.log = logging.LoggerAdapter(log, {"client_id": self.client_id})
+
+    # ---- lifecycle ----
+
+    def start(self, transport: asyncio.Transport, requested_interval_ms: int | None, rest: bytes) -> None:
+        """Take over `transport`, answer the open request, then process `rest` (frames already read)."""
+        self.transport = transport
+        transport.set_protocol(self)
+        timeout_ms = int(self.ctx.config.timeouts.heartbeat_timeout_seconds * 1000)
+        agreed = liveness.negotiate(requested_interval_ms, timeout_ms=timeout_ms)
+        timeout_s = (agreed[1] if agreed else timeout_ms) / 1000
+        loop = asyncio.get_running_loop()
+        self._monitor = liveness.LivenessMonitor(timeout_s=timeout_s, last_seen=loop.time())
+        server = ServerDetails(agent="portway-engine", channel="self-hosted", version=self.ctx.version,
+                               plan="self-hosted", provider="portway", region="local")
+        self.send(messages.open_control_channel_ok(self.client_id, server, agreed))
+        self._arm_timer()
+        self.ctx.counters.control_channels += 1
+        log.info("control channel open: client %s agent=%s version=%s from %s (liveness %s)",
+                 self.client_id, self.details.agent, self.details.version, self.peer,
+                 f"{agreed[0]}ms/{agreed[1]}ms" if agreed else "legacy")
+        if rest:
+            self.data_received(rest)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - set in start()
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._shutdown("connection closed")
+
+    def eof_received(self) -> bool:
+        return False
+
+    def close(self, reason: str) -> None:
+        """End the channel: withdraw every tunnel and close the connection."""
+        self._shutdown(reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _shutdown(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for tunnel in list(self.tunnels.values()):
+            self._withdraw(tunnel)
+        log.info("control channel closed: client %s (%s)", self.client_id, reason)
+
+    # ---- I/O ----
+
+    def send(self, message: pb.Message) -> None:
+        """Queue a frame to the agent. Never blocks; a channel that stops draining is closed."""
+        if self._closed or self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(encode_frame(message))
+        if self.transport.get_write_buffer_size() > MAX_CONTROL_BACKLOG_BYTES:
+            self.log.warning("control channel %s is not reading; closing it", self.client_id)
+            self.close("agent stopped reading")
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except WireError as error:
+            log.warning("control channel %s: bad frame: %s", self.client_id, error)
+            self.close("bad frame")
+            return
+        if frames and self._monitor is not None:
+            self._monitor.received(asyncio.get_running_loop().time())
+        for frame in frames:
+            try:
+                self._handle(frame)
+            except ProtocolViolation as error:
+                log.warning("control channel %s: protocol violation: %s", self.client_id, error)
+                self.send(messages.server_message(f"protocol violation: {error}"))
+                self.close("protocol violation")
+                return
+            if self.transport is None or self.transport.is_closing():
+                return
+
+    # ---- liveness ----
+
+    def _arm_timer(self) -> None:
+        assert self._monitor is not None
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(self._monitor.deadline, self._check_liveness)
+
+    def _check_liveness(self) -> None:
+        if self._closed or self._monitor is None:
+            return
+        if self._monitor.expired(asyncio.get_running_loop().time()):
+            log.warning("control channel %s: no heartbeat for %.0fs; withdrawing its routes",
+                        self.client_id, self._monitor.timeout_s)
+            self.close("liveness expired")
+            return
+        self._arm_timer()
+
+    # ---- frame handlers ----
+
+    def _handle(self, frame: pb.Message) -> None:
+        which = frame.WhichOneof("payload")
+        if which == "heartbeat":
+            assert self._monitor is not None
+            ack = self._monitor.heartbeat(frame.heartbeat.sequence, frame.heartbeat.acknowledgement)
+            if ack is not None:
+                self.send(messages.heartbeat(0, ack))
+        elif which == "open_tunnel_req":
+            self._spawn(self._open_tunnel(frame.open_tunnel_req.request_id,
+                                          TunnelProperties.from_pb(frame.open_tunnel_req.tunnel_properties)))
+        elif which == "close_tunnel_req":
+            self._close_tunnel(frame.close_tunnel_req.tunnel_id)
+        elif which == "proxy_conn_rsp":
+            rsp = frame.proxy_conn_rsp
+            if rsp.HasField("error"):
+                code, text = messages.error_from_pb(rsp.error)
+                self.ctx.broker.refuse(rsp.stream_id, self.client_id, code, text)
+        elif which == "close_control_channel_req":
+            self.send(messages.close_control_channel_rsp())
+            self.close("closed by agent")
+        else:
+            raise ProtocolViolation(f"unexpected {which} on a control channel")
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _open_tunnel(self, request_id: str, requested: TunnelProperties) -> None:
+        try:
+            tunnel = await self._create_tunnel(requested)
+        except InvalidTunnelProperties as error:
+            log.info("client %s: tunnel refused: %s", self.client_id, error)
+            self.send(messages.open_tunnel_error(request_id, error.code, str(error)))
+            return
+        except Exception:
+            log.exception("client %s: tunnel creation failed", self.client_id)
+            self.send(messages.open_tunnel_error(request_id, ErrorCode.INTERNAL, "internal error"))
+            return
+        self.send(messages.open_tunnel_ok(request_id, tunnel.props))
+        log.info("tunnel %s open: client %s protocol=%s publish=%s name=%s hostname=%s port=%s",
+                 tunnel.id, self.client_id, tunnel.props.protocol, tunnel.props.publish,
+                 tunnel.props.name, tunnel.props.hostname, tunnel.props.port)
+
+    async def _create_tunnel(self, requested: TunnelProperties) -> Tunnel:
+        ctx = self.ctx
+        props = properties.normalize(requested)
+        if props.protocol == "tls" and props.tls_mode is None:
+            props = props.replace(tls_mode="passthrough")  # the engine's default: SNI routing, bytes untouched
+        check_supported(props)
+        if len(self.tunnels) >= ctx.config.limits.max_tunnels_per_agent:
+            raise InvalidTunnelProperties("too many tunnels on this control channel", ErrorCode.CAPACITY_EXHAUSTED)
+        published_web = props.publish and props.protocol in {"http", "tls"}
+        if props.hostname is not None:
+            hostname = props.hostname.lower().rstrip(".")
+            props = props.replace(hostname=hostname)
+            if not published_web:
+                raise InvalidTunnelProperties("hostname applies only to published http and tls tunnels")
+            if not hostnames.is_engine_hostname(hostname, ctx.host):
+                raise InvalidTunnelProperties(
+                    f"hostname {hostname!r} is not served by this engine; "
+                    f"use <label>.{hostnames.tunnel_suffix(ctx.host)}")
+        elif published_web:
+            props = props.replace(hostname=hostnames.allocate(ctx.host, ctx.registry.hostnames()))
+        self._resolve_conflicts(props)
+        props = props.replace(id=secrets.token_hex(12), creation_date=datetime.now(UTC))
+        tunnel = Tunnel(props=props, owner=self)
+        if props.protocol == "tcp":
+            port = await ctx.ports.publish(tunnel, props.port)
+            tunnel.props = props.replace(port=port, host=f"{ctx.config.tcp.listen_host}:{port}")
+        elif published_web:
+            tunnel.props = props.replace(port=ctx.public_port, host=f"{props.hostname}:{ctx.public_port}")
+        if self._closed:
+            ctx.ports.release(tunnel)
+            raise InvalidTunnelProperties("control channel closed", ErrorCode.SERVICE_UNAVAILABLE)
+        ctx.registry.add(tunnel)
+        self.tunnels[tunnel.id] = tunnel
+        return tunnel
+
+    def _resolve_conflicts(self, props: TunnelProperties) -> None:
+        """Names, hostnames and ports are unique among live tunnels. The same credential may take
+        one back (an agent reconnecting before its old channel expired); anyone else is refused."""
+        for holder in self.ctx.registry.holders(props):
+            if holder.owner is self or holder.owner.token_id != self.token_id:
+                what = "name" if holder.props.name == props.name else (
+                    "hostname" if holder.props.hostname == props.hostname else "port")
+                raise InvalidTunnelProperties(f"{what} is already in use by another tunnel")
+            log.info("tunnel %s taken over by client %s (same credential reconnected)", holder.id, self.client_id)
+            holder.owner.retire_tunnel(holder.id)
+
+    def _close_tunnel(self, tunnel_id: str) -> None:
+        tunnel = self.tunnels.get(tunnel_id)
+        if tunnel is not None:
+            self._withdraw(tunnel)
+            log.info("tunnel %s closed by agent", tunnel_id)
+        self.send(messages.close_tunnel_rsp(tunnel_id))
+
+    def retire_tunnel(self, tunnel_id: str) -> None:
+        """Close a tunnel from the engine side and tell the agent (unsolicited CloseTunnelRsp)."""
+        tunnel = self.tunnels.get(tunnel_id)
+        if tunnel is None:
+            return
+        self._withdraw(tunnel)
+        self.send(messages.close_tunnel_rsp(tunnel_id))
+
+    def _withdraw(self, tunnel: Tunnel) -> None:
+        self.tunnels.pop(tunnel.id, None)
+        self.ctx.registry.remove(tunnel)
+        self.ctx.ports.release(tunnel)
+        self.ctx.broker.fail_tunnel(tunnel)
+

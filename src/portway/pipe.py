@@ -1,0 +1,146 @@
+"""Bidirectional byte pump between two asyncio transports, with backpressure.
+
+Both the engine (visitor ⇄ agent data connection) and the agent (data connection ⇄ local upstream)
+splice connections with `Pipe`. A `Pipe` is the protocol of one connection; `splice(a, b)` links two.
+Flow control: when the transport we write into is above its high-water mark, asyncio calls our
+`pause_writing`, and we stop reading from the peer until `resume_writing`. Nothing is buffered
+beyond the transports' own limits plus one bounded pre-splice backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import cast
+
+# Write-buffer high-water mark per transport: large enough to keep TLS records full on fast links.
+HIGH_WATER_BYTES = 1024 * 1024
+# Bytes a pipe accepts before it is spliced (e.g. a zero-RTT dialer's first request) before pausing.
+BACKLOG_BYTES = 256 * 1024
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """Disable Nagle: tunnels add a hop, and delayed small writes would cost a round trip each."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+class Pipe(asyncio.Protocol):
+    """Protocol for one end of a splice. Create it, let it connect (or `adopt` a transport), then
+    `splice()` it with another pipe. Before the splice, data is held (bounded) and reading pauses.
+    """
+
+    def __init__(self, on_close: Callable[[Pipe], None] | None = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: Pipe | None = None
+        self.bytes_in = 0
+        self.closed = False
+        self._backlog: list[bytes] = []
+        self._backlog_bytes = 0
+        self._eof = False
+        self._on_close = on_close
+        self._writing_paused = False
+
+    @classmethod
+    def adopt(cls, transport: asyncio.Transport, initial: bytes = b"") -> Pipe:
+        """Take over a live transport from another protocol, keeping bytes it already read."""
+        pipe = cls()
+        transport.set_protocol(pipe)
+        pipe.connection_made(transport)
+        if initial:
+            pipe.data_received(initial)
+        return pipe
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.transport = transport
+        transport.set_write_buffer_limits(high=HIGH_WATER_BYTES)
+        set_nodelay(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+            return
+        self._backlog.append(data)
+        self._backlog_bytes += len(data)
+        if self._backlog_bytes >= BACKLOG_BYTES and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        peer = self.peer
+        if peer is None or peer.transport is None:
+            return True if not self._is_tls() else False
+        if peer.transport.can_write_eof() and not self._is_tls():
+            # Plain TCP on both sides: propagate the half-close and keep the other direction open.
+            peer.transport.write_eof()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.peer is not None:
+            self.peer.peer_lost(self)
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def peer_lost(self, peer: Pipe) -> None:
+        """The other end closed: flush what we still hold for our transport, then close it."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self.peer is not None and self.peer.transport is not None and not self.peer.closed:
+            self.peer.transport.resume_reading()
+
+    # --- splice management ---
+
+    def _is_tls(self) -> bool:
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+
+    def _flush_backlog(self) -> None:
+        """Send what arrived before the splice, then resume reading."""
+        assert self.peer is not None and self.peer.transport is not None
+        if self._backlog:
+            self.peer.transport.write(b"".join(self._backlog))
+            self._backlog.clear()
+            self._backlog_bytes = 0
+        if self._eof:
+            if self.peer.transport.can_write_eof() and not self.peer._is_tls():
+                self.peer.transport.write_eof()
+            else:
+                self.peer.transport.close()
+        elif self.closed:
+            self.peer.transport.close()
+        elif self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def splice(a: Pipe, b: Pipe) -> None:
+    """Connect two pipes: from now on, bytes read on one are written to the other."""
+    a.peer, b.peer = b, a
+    a._flush_backlog()
+    b._flush_backlog()
