@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from portway.wire import hostnames
 from portway.wire.hostnames import allocate, is_engine_hostname, tunnel_suffix
 
-FAST = settings(max_examples=120, deadline=None, database=None, derandomize=True)
+FAST = settings(max_examples=80, deadline=None, database=None, derandomize=True)
 
 
 @pytest.mark.parametrize(
@@ -100,11 +100,21 @@ def test_engines_sharing_a_parent_domain_do_not_claim_each_others_names() -> Non
     assert not is_engine_hostname(generated_for_ours, theirs)
 
 
-labels = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+labels = st.one_of(
+    st.sampled_from(_ALNUM),
+    st.builds(
+        lambda first, middle, last: first + middle + last,
+        st.sampled_from(_ALNUM),
+        st.text(alphabet=_ALNUM + "-", max_size=12),
+        st.sampled_from(_ALNUM),
+    ),
+)
+slugs = st.integers(0, 2**32 - 1).map(lambda n: f"{n:08x}")
 
 
 @FAST
-@given(slug=st.from_regex(r"[0-9a-f]{8}", fullmatch=True), host=st.lists(labels, min_size=2, max_size=4))
+@given(slug=slugs, host=st.lists(labels, min_size=2, max_size=4))
 def test_generated_stable_domains_are_accepted(slug: str, host: list[str]) -> None:
     """The client rule of §2.5, applied to any multi-label DNS host, yields a name the engine owns."""
     engine_host = ".".join(host)

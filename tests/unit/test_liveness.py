@@ -10,7 +10,7 @@ from portway.wire.codes import MAX_HEARTBEAT_TIMEOUT_MS, ErrorCode
 from portway.wire.errors import ProtocolViolation
 from portway.wire.liveness import AckTracker, LivenessMonitor, negotiate
 
-FAST = settings(max_examples=150, deadline=None, database=None, derandomize=True)
+FAST = settings(max_examples=80, deadline=None, database=None, derandomize=True)
 
 # ---- negotiate ----------------------------------------------------------------------------------------
 

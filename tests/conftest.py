@@ -1,0 +1,195 @@
+"""Shared fixtures: a real engine (in-process or as a subprocess) on an ephemeral loopback port,
+with its own state directory, CA and secret; helpers to reach published hostnames on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from portway.agent import Client, TLSOptions
+from portway.engine import Engine
+from portway.engine.auth import mint_token
+from portway.engine.config import load_config
+from portway.engine.state import EngineState
+
+# One scalable time unit for waits in tests (raise PORTWAY_TEST_TIME_SCALE on slow machines).
+UNIT_S = float(os.environ.get("PORTWAY_TEST_TIME_SCALE", "1"))
+
+
+def engine_yaml(extra: str = "") -> str:
+    """A CE-style configuration on an ephemeral loopback port."""
+    return (
+        "engine:\n  host: localhost\n"
+        "tls:\n  listen_addr: 127.0.0.1:0\n"
+        "timeouts:\n  stream_request_seconds: 5\n  first_message_seconds: 2\n  shutdown_grace_seconds: 1\n"
+        + extra
+    )
+
+
+@dataclass
+class EngineHandle:
+    port: int
+    ca_file: Path
+    secret: str
+    engine: Engine | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def token(self, ttl_s: int = 600, subject: str = "test") -> str:
+        return mint_token(self.secret, subject=subject, ttl_s=ttl_s)
+
+    def client(self, token: str | None = None, **kwargs: object) -> Client:
+        return Client(self.address, token or self.token(), tls=TLSOptions(ca_file=str(self.ca_file)), **kwargs)  # type: ignore[arg-type]
+
+    def visitor_tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    async def open_visitor(self, hostname: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TLS connection to the engine as a browser for `hostname` would make it (SNI = hostname)."""
+        return await asyncio.open_connection("127.0.0.1", self.port, ssl=self.visitor_tls(), server_hostname=hostname)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[EngineHandle]:
+    """An engine running in the test's event loop."""
+    config_file = tmp_path / "engine.yaml"
+    config_file.write_text(engine_yaml())
+    config = load_config(str(config_file), {})
+    state = EngineState.open(tmp_path / "state", engine_host="localhost", jwt_secret=None)
+    server = Engine(config, state)
+    await server.start()
+    try:
+        yield EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
+    finally:
+        await server.stop()
+
+
+@dataclass
+class EngineProcess(EngineHandle):
+    process: subprocess.Popen[str] | None = None
+    stderr_path: Path | None = None
+
+    def logs(self) -> str:
+        return self.stderr_path.read_text() if self.stderr_path else ""
+
+
+def start_engine_process(tmp_path: Path, extra_yaml: str = "", env: dict[str, str] | None = None) -> EngineProcess:
+    """`portway engine` as a subprocess; waits for its banner and returns where it listens."""
+    config_file = tmp_path / "engine.yaml"
+    config_file.write_text(engine_yaml(extra_yaml))
+    stderr_path = tmp_path / "engine.stderr"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portway", "engine", "--config", str(config_file), "--state-dir", str(tmp_path / "st")],
+        stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert process.stdout is not None
+    port = None
+    for _ in range(10):
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = re.search(r"listening on [^ ]+:(\d+)", line)
+        if match:
+            port = int(match.group(1))
+        if line.startswith("Ready token") or line.startswith("Token auth is disabled"):
+            break
+    if port is None:
+        process.kill()
+        raise RuntimeError("engine did not start:\n" + stderr_path.read_text())
+    state = tmp_path / "st"
+    secret = (state / "jwt.secret").read_text().strip() if (state / "jwt.secret").exists() else ""
+    return EngineProcess(port, state / "ca.pem", secret, None, process, stderr_path)
+
+
+def stop_engine_process(handle: EngineProcess) -> None:
+    process = handle.process
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10 * UNIT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def engine_process(tmp_path: Path) -> Iterator[EngineProcess]:
+    """`portway engine` in its own process, stopped with SIGTERM after the test."""
+    handle = start_engine_process(tmp_path)
+    try:
+        yield handle
+    finally:
+        stop_engine_process(handle)
+
+
+class EchoServer:
+    """A local upstream: echoes bytes, or answers HTTP requests when `http=True`."""
+
+    def __init__(self, http: bool = False) -> None:
+        self.http = http
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.peers: list[str] = []
+
+    async def __aenter__(self) -> EchoServer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.peers.append(writer.get_extra_info("peername")[0])
+        try:
+            if not self.http:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+                return
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                length = 0
+                for line in lines[1:]:
+                    if line.lower().startswith("content-length:"):
+                        length = int(line.split(":", 1)[1])
+                body = await reader.readexactly(length) if length else b""
+                echo = (lines[0] + "\n" + "\n".join(sorted(lines[1:])) + "\n").encode() + body
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(echo), echo))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str = "/",
+                   body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
+    """Send one HTTP/1.1 request on an open connection and read the response (Content-Length only)."""
+    method = "POST" if body else "GET"
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n{headers}\r\n".encode()
+                 + body)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10 * UNIT_S)
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return status, await asyncio.wait_for(reader.readexactly(length), 10 * UNIT_S)
