@@ -12,6 +12,7 @@ Because peeking leaves the bytes in the socket, the chosen transport reads the h
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -28,6 +29,17 @@ log = logging.getLogger("portway.engine.listener")
 
 # How long to wait between peeks when only part of a ClientHello has arrived.
 _REPEEK_S = 0.005
+
+
+def _server_name(sni: str | None) -> str | None:
+    """SNI must not be an IP literal (RFC 6066 §3), yet some clients (wrk) send one: treat it as absent."""
+    if sni is None:
+        return None
+    try:
+        ipaddress.ip_address(sni.strip("[]"))
+    except ValueError:
+        return sni
+    return None
 
 
 class Listener:
@@ -88,7 +100,7 @@ class Listener:
             ctx.counters.rejected_connections += 1
             conn.close()
             return
-        sni = hello.server_name
+        sni = _server_name(hello.server_name)
         tunnel = ctx.registry.by_hostname(sni) if sni else None
         try:
             if tunnel is not None and tunnel.props.protocol == "tls" and tunnel.props.tls_mode == "passthrough":

@@ -1,0 +1,174 @@
+"""Portway tunnel benchmark: bulk throughput, new connections/s with setup latency, and HTTP
+keep-alive requests/s — each through a tunnel and on the direct path, measured in the same run.
+
+Run: python bench/tunnel.py [--bulk-mib 2048] [--conns 4000] [--wrk-seconds 5]
+Everything runs on loopback in separate processes (engine, agent, peers, load generator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHUNK = 1024 * 1024
+
+
+def spawn(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, timeout_s: float = 20) -> re.Match[str]:
+    assert proc.stdout is not None
+    found: list[re.Match[str]] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            match = re.search(pattern, line)
+            if match:
+                found.append(match)
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if not found:
+        raise RuntimeError(f"timed out waiting for {pattern!r}")
+    return found[0]
+
+
+def peer(kind: str) -> tuple[subprocess.Popen[str], int]:
+    proc = spawn([sys.executable, str(HERE / "servers.py"), kind])
+    return proc, int(read_until(proc, r"^(\d+)").group(1))
+
+
+def bulk(port: int, total: int) -> float:
+    """Send `total` bytes on one connection; MB/s until the sink confirms receipt of every byte."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        block = b"\0" * CHUNK
+        start = time.perf_counter()
+        sock.sendall(total.to_bytes(8, "big"))
+        sent = 0
+        while sent < total:
+            sock.sendall(block)
+            sent += CHUNK
+        assert sock.recv(2) == b"ok"
+        return total / (time.perf_counter() - start) / 1e6
+
+
+async def _connections(port: int, count: int, concurrency: int) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for _ in queue:
+            t0 = time.perf_counter()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            latencies.append(time.perf_counter() - t0)
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - start), latencies
+
+
+def connections(port: int, count: int, concurrency: int = 16) -> dict[str, float]:
+    rate, lat = asyncio.run(_connections(port, count, concurrency))
+    lat.sort()
+    return {"conn_per_s": rate, "p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000}
+
+
+def wrk(url: str, seconds: int, host: str | None = None) -> float:
+    args = ["wrk", "-t1", "-c32", f"-d{seconds}s", url]
+    if host:
+        args[1:1] = ["-H", f"Host: {host}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bulk-mib", type=int, default=2048)
+    parser.add_argument("--conns", type=int, default=4000)
+    parser.add_argument("--wrk-seconds", type=int, default=5)
+    args = parser.parse_args()
+    total = args.bulk_mib * CHUNK
+    procs: list[subprocess.Popen[str]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="portway-bench-"))
+    results: dict[str, object] = {}
+    try:
+        (tmp / "engine.yaml").write_text("tls:\n  listen_addr: 127.0.0.1:0\ntcp:\n  port_min: 21000\n  port_max: 21999\n")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        engine = spawn([sys.executable, "-m", "portway", "-l", "warning", "engine", "-c", str(tmp / "engine.yaml"),
+                        "--state-dir", str(tmp / "state")], env=env)
+        procs.append(engine)
+        engine_port = int(read_until(engine, r"listening on [^ ]+:(\d+)").group(1))
+        token = read_until(engine, r"Ready token \(30 days\): (\S+)").group(1)
+        ca = str(tmp / "state" / "ca.pem")
+        agent_args = ["--engine", f"127.0.0.1:{engine_port}", "--token", token, "--engine-tls-ca-file", ca, "-o", "json"]
+
+        def tunnel(target_port: int, *flags: str) -> str:
+            proc = spawn([sys.executable, "-m", "portway", "-l", "warning", "forward", str(target_port), *flags,
+                          *agent_args], env=env)
+            procs.append(proc)
+            return json.loads(read_until(proc, r"^(\{.*\"online\".*\})$").group(1))["forwarding"]
+
+        sink, sink_port = peer("sink")
+        echo, echo_port = peer("echo")
+        origin, origin_port = peer("origin")
+        procs += [sink, echo, origin]
+        sink_tunnel = int(tunnel(sink_port, "--tcp").rsplit(":", 1)[1])
+        echo_tunnel = int(tunnel(echo_port, "--tcp").rsplit(":", 1)[1])
+        http_url = tunnel(origin_port, "--http")
+        http_host = http_url.split("//", 1)[1]
+
+        bulk(sink_tunnel, 64 * CHUNK)  # warm up
+        direct_bulk = max(bulk(sink_port, total) for _ in range(2))
+        tunnel_bulk = max(bulk(sink_tunnel, total) for _ in range(2))
+        results["bulk_MBps"] = {"direct": round(direct_bulk), "tunnel": round(tunnel_bulk),
+                                "ratio": round(tunnel_bulk / direct_bulk, 3)}
+        connections(echo_tunnel, 200)
+        direct_conn = connections(echo_port, args.conns)
+        tunnel_conn = connections(echo_tunnel, args.conns)
+        results["new_connections"] = {"direct": {k: round(v, 2) for k, v in direct_conn.items()},
+                                      "tunnel": {k: round(v, 2) for k, v in tunnel_conn.items()},
+                                      "ratio": round(tunnel_conn["conn_per_s"] / direct_conn["conn_per_s"], 3)}
+        if shutil.which("wrk"):
+            direct_http = wrk(f"http://127.0.0.1:{origin_port}/", args.wrk_seconds)
+            tunnel_http = wrk(f"https://127.0.0.1:{engine_port}/", args.wrk_seconds, host=http_host)
+            results["http_keepalive_rps"] = {"direct": round(direct_http), "tunnel": round(tunnel_http),
+                                             "ratio": round(tunnel_http / direct_http, 3), "tool": "wrk -t1 -c32"}
+        else:
+            results["http_keepalive_rps"] = "skipped: wrk not installed (apt-get install wrk)"
+        _ = ssl  # the engine's TLS is real: wrk and the agents verify or negotiate it
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
