@@ -114,7 +114,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="portway-bench-"))
     results: dict[str, object] = {}
     try:
-        (tmp / "engine.yaml").write_text("tls:\n  listen_addr: 127.0.0.1:0\ntcp:\n  port_min: 21000\n  port_max: 21999\n")
+        (tmp / "engine.yaml").write_text(
+            "tls:\n  listen_addr: 127.0.0.1:0\ntcp:\n  port_min: 21000\n  port_max: 21999\n")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         engine = spawn([sys.executable, "-m", "portway", "-l", "warning", "engine", "-c", str(tmp / "engine.yaml"),
                         "--state-dir", str(tmp / "state")], env=env)
@@ -125,8 +126,8 @@ def main() -> None:
         agent_args = ["--engine", f"127.0.0.1:{engine_port}", "--token", token, "--engine-tls-ca-file", ca, "-o", "json"]
 
         def tunnel(target_port: int, *flags: str) -> str:
-            proc = spawn([sys.executable, "-m", "portway", "-l", "warning", "forward", str(target_port), *flags,
-                          *agent_args], env=env)
+            proc = spawn([sys.executable, "-m", "portway", "-l", "warning", "forward", str(target_port),
+                          *flags, *agent_args], env=env)
             procs.append(proc)
             return json.loads(read_until(proc, r"^(\{.*\"online\".*\})$").group(1))["forwarding"]
 

@@ -10,6 +10,7 @@ beyond the transports' own limits plus one bounded pre-splice backlog.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import cast
@@ -24,10 +25,8 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
     """Disable Nagle: tunnels add a hop, and delayed small writes would cost a round trip each."""
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
 
 
 class Pipe(asyncio.Protocol):
@@ -79,7 +78,7 @@ class Pipe(asyncio.Protocol):
         self._eof = True
         peer = self.peer
         if peer is None or peer.transport is None:
-            return True if not self._is_tls() else False
+            return not self._is_tls()
         if peer.transport.can_write_eof() and not self._is_tls():
             # Plain TCP on both sides: propagate the half-close and keep the other direction open.
             peer.transport.write_eof()

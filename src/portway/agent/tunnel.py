@@ -4,6 +4,7 @@ forwarded to a local service with `forward_to(host, port)`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -93,10 +94,8 @@ class Tunnel:
         if self.closed:
             return
         self._closed.set()
-        try:
+        with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
 
 
 def forwarding_address(p: TunnelProperties) -> str:

@@ -77,6 +77,16 @@ def _engine_banner(engine: Engine, state: EngineState) -> None:
         click.echo("Token auth is disabled (auth.jwt.enabled=false): any agent may connect.")
 
 
+async def _start(server: Engine) -> None:
+    try:
+        await server.start()
+    except ConfigError as error:
+        _fail(str(error), "check the engine configuration", code=2)
+    except OSError as error:
+        _fail(f"cannot listen on {server.config.tls.listen_addr}: {error.strerror}",
+              "is another engine running? set tls.listen_addr or RSTREAM_ENGINE_TLS__LISTEN_ADDR")
+
+
 @cli.group(invoke_without_command=True)
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
               help="rstream-engine-ce style YAML (default: $RSTREAM_ENGINE_CONFIG).")
@@ -90,11 +100,7 @@ def engine(ctx: click.Context, config_file: str | None, state_dir: str | None) -
     server, state = _open_engine(config_file, state_dir)
 
     async def serve() -> None:
-        try:
-            await server.start()
-        except OSError as error:
-            _fail(f"cannot listen on {server.config.tls.listen_addr}: {error.strerror}",
-                  "choose another tls.listen_addr")
+        await _start(server)
         _engine_banner(server, state)
         try:
             await until_signal()
@@ -228,11 +234,7 @@ def up(target: str | None, state_dir: str | None, config_file: str | None) -> No
 
 
 async def _up(server: Engine, state: EngineState, target: str | None) -> None:
-    try:
-        await server.start()
-    except OSError as error:
-        _fail(f"cannot listen on {server.config.tls.listen_addr}: {error.strerror}",
-              "is another engine running? set RSTREAM_ENGINE_TLS__LISTEN_ADDR")
+    await _start(server)
     _engine_banner(server, state)
     demo = None
     if target is None:

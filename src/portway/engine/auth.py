@@ -1,7 +1,8 @@
 """Token admission: HS256 JWTs checked against the engine's shared secret (CE-compatible). Pure, no I/O.
 
-Only HS256 is accepted. `exp` and `nbf` are honoured with a leeway; `aud`/`iss` are not checked (CE does not
-document any requirement). Refusals raise `AuthError` with a short fixed reason that never contains the token.
+Only HS256 is accepted. `exp`, `nbf` and a future `iat` are checked with a leeway; `aud`/`iss` are not
+checked (CE documents no requirement). Refusals raise `AuthError` with a short fixed reason that never
+contains the token.
 """
 
 from __future__ import annotations
@@ -22,11 +23,21 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from portway.errors import AuthError, ConfigError
 
-__all__ = ["ALGORITHM", "ANONYMOUS", "Principal", "TokenVerifier", "mint_token", "token_id"]
+__all__ = [
+    "ALGORITHM",
+    "ANONYMOUS",
+    "MAX_TOKEN_LENGTH",
+    "Principal",
+    "TokenVerifier",
+    "mint_token",
+    "token_id",
+]
 
 ALGORITHM = "HS256"
 ANONYMOUS = "anonymous"
 _RESERVED_MINT_CLAIMS = frozenset({"iat", "nbf", "exp", "sub", "jti"})
+MAX_TOKEN_LENGTH = 65536
+"""Longer strings are refused before any parsing."""
 
 
 def _no_claims() -> Mapping[str, object]:
@@ -87,7 +98,7 @@ def _number(value: object) -> float | None:
 
 
 class TokenVerifier:
-    """Admits or refuses tokens. Thread-safe and stateless after construction."""
+    """Admits or refuses tokens. Immutable after construction."""
 
     __slots__ = ("_enabled", "_leeway", "_secret", "_weak")
 
@@ -121,9 +132,11 @@ class TokenVerifier:
             return Principal(subject=ANONYMOUS, token_id=token_id(token) if token else "")
         if token is None or not token.strip():
             raise AuthError("token missing")
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise AuthError("token malformed")
         claims = self._decode(token)
         when = time.time() if now is None else now
-        expires_at = self._check_times(claims, when)
+        expires_at = self._check_claims(claims, when)
         tid = token_id(token)
         return Principal(
             subject=_subject(claims, tid),
@@ -146,7 +159,7 @@ class TokenVerifier:
                     token,
                     self._secret,
                     algorithms=[ALGORITHM],
-                    # exp/nbf/iat are checked in _check_times against the caller's clock.
+                    # exp/nbf/iat are checked in _check_claims against the caller's clock.
                     options={
                         "verify_signature": True,
                         "verify_exp": False,
@@ -164,11 +177,13 @@ class TokenVerifier:
             raise AuthError("token malformed") from None
         except jwt.InvalidTokenError:  # e.g. a non-string sub or jti
             raise AuthError("token claims malformed") from None
-        if not isinstance(claims, dict):
-            raise AuthError("token malformed")
         return claims
 
-    def _check_times(self, claims: Mapping[str, object], now: float) -> float | None:
+    def _check_claims(self, claims: Mapping[str, object], now: float) -> float | None:
+        """Types of the registered claims, then validity at `now`; returns `exp`."""
+        for name in ("sub", "jti"):
+            if name in claims and not isinstance(claims[name], str):
+                raise AuthError("token claims malformed")
         expires_at: float | None = None
         if "exp" in claims:
             expires_at = _number(claims["exp"])
@@ -182,8 +197,12 @@ class TokenVerifier:
                 raise AuthError("token claims malformed")
             if now + self._leeway < not_before:
                 raise AuthError("token not yet valid")
-        if "iat" in claims and _number(claims["iat"]) is None:
-            raise AuthError("token claims malformed")
+        if "iat" in claims:
+            issued_at = _number(claims["iat"])
+            if issued_at is None:
+                raise AuthError("token claims malformed")
+            if now + self._leeway < issued_at:
+                raise AuthError("token not yet valid")
         return expires_at
 
 

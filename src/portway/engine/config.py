@@ -111,7 +111,7 @@ def split_hostport(value: str) -> tuple[str, int]:
             raise ValueError(f"address {value!r}: write IPv6 hosts in brackets, e.g. '[::1]:8443'")
         if host and not (_is_ip(host) or _is_hostname(host)):
             raise ValueError(f"address {value!r} has an invalid host")
-    if not port_text.isdigit() or len(port_text) > 5:
+    if not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5:
         raise ValueError(f"address {value!r} has an invalid port")
     port = int(port_text)
     if port > 65535:

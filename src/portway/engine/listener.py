@@ -117,7 +117,7 @@ class Listener:
                 tls = ctx.edge_tls
             self._open += 1
             try:
-                transport, _ = await self._loop.connect_accepted_socket(
+                await self._loop.connect_accepted_socket(
                     factory, conn, ssl=tls, ssl_handshake_timeout=ctx.config.timeouts.first_message_seconds)
             finally:
                 self._open -= 1

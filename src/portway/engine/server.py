@@ -23,6 +23,7 @@ from portway.engine.listener import Listener
 from portway.engine.registry import Registry
 from portway.engine.session import AgentSession
 from portway.engine.state import EngineState
+from portway.errors import ConfigError
 from portway.wire.codes import ALPN
 
 log = logging.getLogger("portway.engine")
@@ -50,6 +51,17 @@ def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return agent, edge
 
 
+def _refuse_unserved(cfg: EngineConfig) -> None:
+    unserved = {
+        "http.enabled": cfg.http.enabled,
+        "metrics.prometheus.enabled": cfg.metrics.prometheus.enabled,
+        "tls.enabled=false": not cfg.tls.enabled,
+    }
+    for key, set_ in unserved.items():
+        if set_:
+            raise ConfigError(f"{key} is not available in this version of the engine")
+
+
 class Engine:
     """A running engine. Use `async with Engine.start(config, state_dir=...) as engine:` or `run()`."""
 
@@ -74,8 +86,10 @@ class Engine:
         return CertFiles(self.state.cert_path, self.state.key_path, self.state.ca_path)
 
     async def start(self) -> None:
-        """Bind and begin accepting. Raises OSError if the listen address is taken."""
+        """Bind and begin accepting. Raises OSError if the listen address is taken, ConfigError for
+        settings this engine does not serve yet (refused, never silently ignored)."""
         cfg = self.config
+        _refuse_unserved(cfg)
         agent_tls, edge_tls = _tls_contexts(self.cert_files)
         secret = cfg.auth.jwt.token_jwt_secret or self.state.jwt_secret
         verifier = TokenVerifier(secret, enabled=cfg.auth.jwt.enabled)

@@ -234,8 +234,12 @@ class AgentSession(asyncio.Protocol):
         one back (an agent reconnecting before its old channel expired); anyone else is refused."""
         for holder in self.ctx.registry.holders(props):
             if holder.owner is self or holder.owner.token_id != self.token_id:
-                what = "name" if holder.props.name == props.name else (
-                    "hostname" if holder.props.hostname == props.hostname else "port")
+                if props.name is not None and holder.props.name == props.name:
+                    what = "name"
+                elif props.hostname is not None and holder.props.hostname == props.hostname:
+                    what = "hostname"
+                else:
+                    what = "port"
                 raise InvalidTunnelProperties(f"{what} is already in use by another tunnel")
             log.info("tunnel %s taken over by client %s (same credential reconnected)", holder.id, self.client_id)
             holder.owner.retire_tunnel(holder.id)

@@ -79,7 +79,8 @@ def expected_server_names(engine_host: str) -> frozenset[_GeneralName]:
     """The subjectAltNames the server certificate must carry for `engine_host`.
 
     DNS host and `*.t.<host>`, IP 127.0.0.1 and ::1, plus DNS localhost when the host is not localhost.
-    An IP-literal host becomes an IP name and gets no wildcard.
+    A multi-label host `a.b.c` also gets `*.t.b.c`: rstream clients request stable hostnames of the shape
+    `r<8 hex>-a.t.b.c` (see wire.hostnames). An IP-literal host becomes an IP name and gets no wildcard.
     """
     host = _normalise_host(engine_host)
     names: set[_GeneralName] = {
@@ -93,6 +94,9 @@ def expected_server_names(engine_host: str) -> frozenset[_GeneralName]:
     else:
         names.add(x509.DNSName(host))
         names.add(x509.DNSName(f"*.t.{host}"))
+        _, dot, rest = host.partition(".")
+        if dot and "." in rest:
+            names.add(x509.DNSName(f"*.t.{rest}"))
         if host != "localhost":
             names.add(x509.DNSName("localhost"))
     return frozenset(names)
@@ -363,13 +367,15 @@ class EngineState:
         when = now if now is not None else dt.datetime.now(dt.UTC)
         directory = Path(state_dir)
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not directory.exists():
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(directory, 0o700)  # whatever the umask
             if not directory.is_dir():
                 raise ConfigError(f"state directory {directory} is not a directory")
             with _locked(directory):
                 return cls._open_locked(directory, host, jwt_secret, when)
         except OSError as exc:
-            raise ConfigError(f"state directory {directory} is not usable: {exc.strerror or exc}") from None
+            raise ConfigError(f"state directory {directory} is not usable: {exc}") from None
 
     @classmethod
     def _open_locked(
@@ -407,7 +413,7 @@ def _ensure_ca(
         _tighten(key_path, 0o600)
         if cert.not_valid_after_utc - RENEW_BEFORE > now:
             return cert, key, False
-    # Key first: a crash between the two writes leaves no ca.pem, which is regenerated next time.
+    # Key first: after a crash between the two writes, a first-time run finds no ca.pem and starts over.
     cert, key = _new_ca(now)
     _write_atomic(key_path, _key_pem(key), 0o600)
     _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)

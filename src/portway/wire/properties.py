@@ -70,9 +70,10 @@ def normalize(requested: TunnelProperties) -> TunnelProperties:
     _check_tls_options(p, protocol)
     if p.datagram_guaranteed_delivery is not None and tunnel_type != "datagram":
         raise _fail("datagram_guaranteed_delivery applies only to datagram tunnels")
-    if tunnel_type == "datagram" and protocol in {"http", "tls", "tcp", "webtty"}:
-        if not (protocol == "http" and http_version == "h3"):
-            raise _fail(f"a {protocol} tunnel is a bytestream tunnel, not a datagram tunnel")
+    if tunnel_type == "datagram" and protocol in {"http", "tls", "tcp", "webtty"} and not (
+        protocol == "http" and http_version == "h3"
+    ):
+        raise _fail(f"a {protocol} tunnel is a bytestream tunnel, not a datagram tunnel")
     if not publish:
         _check_private(p)
     return p.replace(publish=publish, type=tunnel_type, http_version=http_version)
