@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from portway.wire import hostnames
 from portway.wire.hostnames import allocate, is_engine_hostname, tunnel_suffix
 
-FAST = settings(max_examples=80, deadline=None, database=None, derandomize=True)
+FAST = settings(max_examples=40, deadline=None, database=None, derandomize=True)
 
 
 @pytest.mark.parametrize(
     ("host", "suffix"),
-    [("localhost", "t.localhost"), ("Edge.Example.COM", "t.edge.example.com"), ("example.com.", "t.example.com")],
+    [
+        ("localhost", "t.localhost"),
+        ("Edge.Example.COM", "t.edge.example.com"),
+        ("example.com.", "t.example.com"),
+    ],
 )
 def test_tunnel_suffix(host: str, suffix: str) -> None:
     assert tunnel_suffix(host) == suffix
@@ -133,7 +137,7 @@ def test_own_shape_is_accepted(label: str, host: list[str]) -> None:
     assert not is_engine_hostname(f"{label}.u.{engine_host}", engine_host)
 
 
-# ---- allocate -------------------------------------------------------------------------------------------
+# ---- allocate ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("host", ["localhost", "edge.example.com", "Edge.Example.COM."])
@@ -151,7 +155,7 @@ def test_allocate_is_unique() -> None:
 
 def test_allocate_skips_taken_names(monkeypatch: pytest.MonkeyPatch) -> None:
     draws: Iterator[str] = iter(["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc"])
-    monkeypatch.setattr(hostnames.secrets, "token_hex", lambda n: next(draws))
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(draws))
     taken = {"aaaaaaaaaa.t.localhost", "bbbbbbbbbb.t.localhost"}
     assert allocate("localhost", taken) == "cccccccccc.t.localhost"
 
@@ -163,6 +167,6 @@ def test_allocate_uses_ten_hex_digits(monkeypatch: pytest.MonkeyPatch) -> None:
         sizes.append(n)
         return "0" * (2 * n)
 
-    monkeypatch.setattr(hostnames.secrets, "token_hex", token_hex)
+    monkeypatch.setattr(secrets, "token_hex", token_hex)
     assert allocate("localhost") == "0000000000.t.localhost"
     assert sizes == [5]

@@ -10,9 +10,9 @@ from portway.wire.codes import MAX_HEARTBEAT_TIMEOUT_MS, ErrorCode
 from portway.wire.errors import ProtocolViolation
 from portway.wire.liveness import AckTracker, LivenessMonitor, negotiate
 
-FAST = settings(max_examples=80, deadline=None, database=None, derandomize=True)
+FAST = settings(max_examples=50, deadline=None, database=None, derandomize=True)
 
-# ---- negotiate ----------------------------------------------------------------------------------------
+# ---- negotiate -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("requested", [None, 0])
@@ -64,7 +64,7 @@ def test_negotiated_timeout_never_exceeds_maximum(interval: int, timeout: int) -
     assert result[0] <= result[1] <= MAX_HEARTBEAT_TIMEOUT_MS
 
 
-# ---- LivenessMonitor ------------------------------------------------------------------------------------------
+# ---- LivenessMonitor -----------------------------------------------------------------------------
 
 
 def test_monitor_deadline_and_expiry() -> None:
@@ -134,7 +134,7 @@ def test_monitor_accepts_exactly_increasing_sequences(sequences: list[int]) -> N
         assert monitor.last_sequence == highest
 
 
-# ---- AckTracker -----------------------------------------------------------------------------------------------
+# ---- AckTracker ----------------------------------------------------------------------------------
 
 
 def test_not_negotiated_sends_legacy_heartbeats() -> None:
@@ -194,7 +194,7 @@ def test_ack_before_any_heartbeat_is_a_violation() -> None:
 
 @FAST
 @given(
-    events=st.lists(st.one_of(st.just(None), st.tuples(st.integers(0, 2), st.integers(0, 12))), max_size=25)
+    events=st.lists(st.one_of(st.just(None), st.tuples(st.integers(0, 2), st.integers(0, 12))), max_size=15)
 )
 def test_tracker_matches_the_rule(events: list[tuple[int, int] | None]) -> None:
     """Model check: sent/acknowledged follow §2.9 for any interleaving of sends and engine heartbeats."""

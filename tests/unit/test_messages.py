@@ -13,7 +13,7 @@ from portway.wire import messages as m
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import PROTOCOL_VERSION, ErrorCode
 
-FAST = settings(max_examples=60, deadline=None, database=None, derandomize=True)
+FAST = settings(max_examples=40, deadline=None, database=None, derandomize=True)
 
 texts = st.text(max_size=8)
 opt_texts = st.none() | texts
@@ -56,7 +56,7 @@ tunnel_properties = st.builds(
 # ---- TunnelProperties ----------------------------------------------------------------------------
 
 
-@settings(FAST, max_examples=100)
+@settings(FAST, max_examples=40)
 @given(props=tunnel_properties)
 def test_tunnel_properties_round_trip(props: m.TunnelProperties) -> None:
     message = props.to_pb()
@@ -88,6 +88,7 @@ def test_property_table_matches_schema() -> None:
         elif field.is_repeated:
             assert table[field.name] == "list"
         else:
+            assert field.message_type is not None, field.name
             assert table[field.name] == wrapper_kind[field.message_type.full_name], field.name
     assert set(table) == {f.name for f in m.TunnelProperties.__dataclass_fields__.values()}
 
@@ -125,7 +126,7 @@ def test_replace_returns_a_copy() -> None:
         props.replace(nonexistent=1)
 
 
-# ---- ClientDetails / ServerDetails ------------------------------------------------------------------
+# ---- ClientDetails / ServerDetails ---------------------------------------------------------------
 
 
 client_details = st.builds(
@@ -164,7 +165,7 @@ def test_client_details_local() -> None:
     assert "secret-token" not in repr(details)
 
 
-# ---- errors and IP addresses -----------------------------------------------------------------------------
+# ---- errors and IP addresses ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))
@@ -210,7 +211,7 @@ def test_ip_v4_zero_is_present() -> None:
     assert m.ip_from_pb(pb.IpAddress.FromString(m.ip_to_pb("0.0.0.0").SerializeToString())) == "0.0.0.0"
 
 
-# ---- builders --------------------------------------------------------------------------------------------
+# ---- builders ------------------------------------------------------------------------------------
 
 
 def test_open_control_channel_req() -> None:

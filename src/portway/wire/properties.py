@@ -70,6 +70,8 @@ def normalize(requested: TunnelProperties) -> TunnelProperties:
     _check_tls_options(p, protocol)
     if p.datagram_guaranteed_delivery is not None and tunnel_type != "datagram":
         raise _fail("datagram_guaranteed_delivery applies only to datagram tunnels")
+    if tunnel_type == "bytestream" and protocol in {"dtls", "quic"}:
+        raise _fail(f"a {protocol} tunnel is a datagram tunnel, not a bytestream tunnel")
     if tunnel_type == "datagram" and protocol in {"http", "tls", "tcp", "webtty"} and not (
         protocol == "http" and http_version == "h3"
     ):
