@@ -30,8 +30,20 @@ access_log = logging.getLogger("portway.access")
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 100
-_HOP_BY_HOP = frozenset({b"keep-alive", b"proxy-connection", b"te", b"trailer"})
-_FORWARDED = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+# Hop-by-hop headers that concern only the visitor's connection, and forwarding headers the edge sets itself.
+# `Connection` and `Upgrade` pass: the visitor's connection is relayed 1:1, so the upstream must see them.
+_DROPPED = frozenset({b"keep-alive", b"proxy-connection", b"te", b"trailer", b"x-forwarded-proto",
+                      b"x-forwarded-host"})
+
+
+def _route_name(host_header: bytes | None, sni: str | None) -> str:
+    """The hostname a request is for: its Host header without port, else the TLS server name."""
+    if not host_header:
+        return sni or ""
+    host = host_header.decode("latin-1").lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rsplit(":", 1)[0].rstrip(".")
 
 
 class HttpEdge(Pipe):
@@ -44,8 +56,12 @@ class HttpEdge(Pipe):
         self.scheme = scheme
         self.source_ip: str | None = None
         self._parser = httptools.HttpRequestParser(self)
+        self._scheme_bytes = scheme.encode()
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._lines: list[bytes] = []
+        self._count = 0
+        self._host_header: bytes | None = None
+        self._forwarded_for: bytes | None = None
         self._head_bytes = 0
         self._out: list[bytes] = []
         self._tunnel: Tunnel | None = None
@@ -90,7 +106,11 @@ class HttpEdge(Pipe):
 
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._lines = []
+        self._count = 0
+        self._host_header = None
+        self._accept = None
+        self._forwarded_for = None
         self._head_bytes = 0
         self._started = time.monotonic()
 
@@ -99,18 +119,28 @@ class HttpEdge(Pipe):
         self._grow(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        """One pass per header: remember what routing needs and build the upstream head as we go."""
+        self._count += 1
         self._grow(len(name) + len(value))
-        if len(self._headers) > MAX_HEADERS:
+        if self._count > MAX_HEADERS:
             self._fail(431, "too many request headers")
+            return
+        lower = name.lower()
+        if lower == b"host":
+            self._host_header = value
+        elif lower == b"accept":
+            self._accept = value.decode("latin-1")
+        elif lower == b"x-forwarded-for":
+            self._forwarded_for = value
+            return
+        elif lower in _DROPPED:
+            return
+        self._lines.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
         if self._failed:
             return
-        host = self._header(b"host")
-        self._accept = self._header(b"accept")
-        name = (host or self.sni or "").rsplit(":", 1)[0].lower().rstrip(".") if host and not host.startswith("[") \
-            else (host or self.sni or "").lower()
+        name = _route_name(self._host_header, self.sni)
         if self._local or self._is_engine_host(name):
             self._local = True
             return
@@ -149,35 +179,17 @@ class HttpEdge(Pipe):
         if self._head_bytes > MAX_HEAD_BYTES and not self._failed:
             self._fail(431, "request head too large")
 
-    def _header(self, name: bytes) -> str | None:
-        for key, value in self._headers:
-            if key.lower() == name:
-                return value.decode("latin-1")
-        return None
-
     def _is_engine_host(self, name: str) -> bool:
         return name in ("", self.ctx.host) or name.replace(".", "").isdigit() or name.startswith("[")
 
     def _build_head(self) -> bytes:
         """The request head as sent upstream: hop-by-hop headers dropped, X-Forwarded-* set."""
         parser = self._parser
-        lines = [b"%s %s HTTP/%s\r\n" % (parser.get_method(), self._url, parser.get_http_version().encode())]
-        forwarded_for = None
-        host = b""
-        for name, value in self._headers:
-            lower = name.lower()
-            if lower in _HOP_BY_HOP or lower in _FORWARDED:
-                continue
-            if lower == b"x-forwarded-for":
-                forwarded_for = value
-                continue
-            if lower == b"host":
-                host = value
-            lines.append(b"%s: %s\r\n" % (name, value))
         client = (self.source_ip or "unknown").encode()
-        lines.append(b"X-Forwarded-For: %s\r\n" % (forwarded_for + b", " + client if forwarded_for else client))
-        lines.append(b"X-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n\r\n" % (self.scheme.encode(), host))
-        return b"".join(lines)
+        forwarded_for = self._forwarded_for + b", " + client if self._forwarded_for else client
+        return b"%s %s HTTP/%s\r\n%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n\r\n" % (
+            parser.get_method(), self._url, parser.get_http_version().encode(), b"".join(self._lines),
+            forwarded_for, self._scheme_bytes, self._host_header or b"")
 
     def _forward(self, data: bytes) -> None:
         peer = self.peer
