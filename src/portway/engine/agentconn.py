@@ -105,6 +105,10 @@ class AgentConnection(asyncio.Protocol):
 
     def _open_control(self, req: pb.OpenControlChannelReq, rest: bytes) -> None:
         details = ClientDetails.from_pb(req.client_details)
+        if len(self.ctx.sessions) >= self.ctx.config.limits.max_control_channels:
+            self._refuse("control channel limit reached", messages.open_control_channel_error(
+                ErrorCode.CAPACITY_EXHAUSTED, "this engine serves no more control channels"))
+            return
         try:
             principal = self.ctx.verifier.verify(details.token)
         except AuthError as error:

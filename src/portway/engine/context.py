@@ -25,6 +25,14 @@ class PortPublisher(Protocol):
     def release(self, tunnel: Tunnel) -> None: ...
 
 
+class Session(Protocol):
+    """What the engine needs from a live control channel (see session.AgentSession)."""
+
+    client_id: str
+
+    def close(self, reason: str) -> None: ...
+
+
 @dataclass(slots=True)
 class Counters:
     """Plain counters for logs, tests and the later metrics endpoint."""
@@ -48,6 +56,7 @@ class EngineContext:
     version: str
     counters: Counters = field(default_factory=Counters)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    sessions: set[Session] = field(default_factory=set)
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:
         """Run `coro` as a task the engine owns (cancelled at shutdown, never garbage-collected early)."""

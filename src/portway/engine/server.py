@@ -21,7 +21,6 @@ from portway.engine.context import EngineContext
 from portway.engine.edges.tcp import TcpEdge
 from portway.engine.listener import Listener
 from portway.engine.registry import Registry
-from portway.engine.session import AgentSession
 from portway.engine.state import EngineState
 from portway.errors import ConfigError
 from portway.wire.codes import ALPN
@@ -117,8 +116,7 @@ class Engine:
         self._tcp.close()
         if ctx is None:
             return
-        sessions = {t.owner for t in ctx.registry.tunnels() if isinstance(t.owner, AgentSession)}
-        for session in sessions:
+        for session in list(ctx.sessions):
             session.close("engine shutting down")
         tasks = set(ctx.tasks)
         if tasks:

@@ -64,6 +64,7 @@ class AgentSession(asyncio.Protocol):
                                plan="self-hosted", provider="portway", region="local")
         self.send(messages.open_control_channel_ok(self.client_id, server, agreed))
         self._arm_timer()
+        self.ctx.sessions.add(self)
         self.ctx.counters.control_channels += 1
         log.info("control channel open: client %s agent=%s version=%s from %s (liveness %s)",
                  self.client_id, self.details.agent, self.details.version, self.peer,
@@ -96,6 +97,7 @@ class AgentSession(asyncio.Protocol):
             task.cancel()
         for tunnel in list(self.tunnels.values()):
             self._withdraw(tunnel)
+        self.ctx.sessions.discard(self)
         log.info("control channel closed: client %s (%s)", self.client_id, reason)
 
     # ---- I/O ----
