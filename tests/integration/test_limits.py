@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,3 +47,19 @@ async def test_tunnels_per_agent_limit(small_engine: EngineHandle) -> None:
         await control.create_tunnel(publish=False, name="c")
     assert refused.value.code == ErrorCode.CAPACITY_EXHAUSTED
     await control.close()
+
+
+async def test_idle_visitor_connection_is_closed(tmp_path: Path) -> None:
+    config_file = tmp_path / "engine.yaml"
+    config_file.write_text(engine_yaml("  http_idle_seconds: 0.3\n"))
+    state = EngineState.open(tmp_path / "state", engine_host="localhost", jwt_secret=None)
+    server = Engine(load_config(str(config_file), {}), state)
+    await server.start()
+    try:
+        handle = EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
+        reader, writer = await handle.open_visitor("localhost")
+        # Says nothing: closed after one to two idle periods.
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+    finally:
+        await server.stop()

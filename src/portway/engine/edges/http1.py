@@ -72,12 +72,34 @@ class HttpEdge(Pipe):
         self._local = False
         self._failed = False
         self._started = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._moved_at_last_check = -1
 
     # ---- connection ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.source_ip = peer_ip(transport)
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_idle_timer(self) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(
+            self.ctx.config.timeouts.http_idle_seconds, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """Close a connection on which no byte moved either way for `timeouts.http_idle_seconds`."""
+        moved = self.bytes_in + (self.peer.bytes_in if self.peer is not None else 0)
+        if moved == self._moved_at_last_check:
+            log.info("closing idle visitor connection from %s", self.source_ip)
+            self.close()
+            return
+        self._moved_at_last_check = moved
+        self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
         if self._failed:
