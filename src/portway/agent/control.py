@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from portway import __version__
 from portway.agent.options import AgentOptions
-from portway.agent.stream import Stream, open_pipe, open_stream, open_upstream
+from portway.agent.stream import open_pipe, open_stream, open_upstream
 from portway.agent.tunnel import Tunnel
 from portway.errors import ClosedError, EngineRejected, PortwayError
 from portway.pipe import splice
@@ -251,11 +251,12 @@ class ControlChannel(asyncio.Protocol):
         details = ClientDetails.local(secret, version=__version__)
         first = messages.proxy_req(details, req.stream_id, self.options.zero_rtt)
         target = tunnel.target
-        if target is not None and self.options.zero_rtt:
+        reply = None if self.options.zero_rtt else "proxy_rsp"
+        if target is not None:
             # Reach the local service first: if it is down, say so instead of opening a dead stream.
             upstream = await open_upstream(target.host, target.port, self.options.connect_timeout_s)
             try:
-                data = await open_pipe(self.options, first, self.tls)
+                data = await open_pipe(self.options, first, self.tls, reply)
             except BaseException:
                 upstream.close()
                 raise
@@ -263,12 +264,10 @@ class ControlChannel(asyncio.Protocol):
             tunnel.streams += 1
             self._reply(req.stream_id)
             return
-        stream = await open_stream(self.options, first, None if self.options.zero_rtt else "proxy_rsp", ctx=self.tls)
+        stream = await open_stream(self.options, first, reply, ctx=self.tls)
         stream.stream_id = req.stream_id
         stream.source_ip = messages.ip_from_pb(req.source_ip) if req.HasField("source_ip") else None
-        if target is not None:
-            await _relay_stream(stream, target.host, target.port, self.options.connect_timeout_s)
-        elif not tunnel.deliver(stream):
+        if not tunnel.deliver(stream):
             await stream.close()
             self._reply(req.stream_id, (ErrorCode.INVALID_STREAM, "tunnel is not accepting streams"))
             return
@@ -299,22 +298,3 @@ class ControlChannel(asyncio.Protocol):
                 task.cancel()
         if self.transport is not None:
             self.transport.close()
-
-
-async def _relay_stream(stream: Stream, host: str, port: int, timeout_s: float) -> None:
-    """Non-zero-RTT forward: the stream already passed its handshake, splice it to the service."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-    except (OSError, TimeoutError):
-        await stream.close()
-        raise
-
-    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
-            while data := await src.read(256 * 1024):
-                dst.write(data)
-                await dst.drain()
-        dst.close()
-
-    asyncio.get_running_loop().create_task(pump(stream.reader, writer))
-    asyncio.get_running_loop().create_task(pump(reader, stream.writer))

@@ -14,7 +14,7 @@ from portway.wire import messages
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import MAX_FRAME_BYTES
 from portway.wire.errors import FrameTooLarge, WireError
-from portway.wire.framing import PacketDecoder, decode_message, encode_frame, encode_packet
+from portway.wire.framing import FrameDecoder, PacketDecoder, decode_message, encode_frame, encode_packet
 
 
 class Stream:
@@ -136,18 +136,59 @@ def _check_reply(frame: pb.Message, expected: str) -> None:
         raise EngineRejected(*messages.error_from_pb(body.error))
 
 
-async def open_pipe(options: AgentOptions, first: pb.Message, ctx: ssl.SSLContext) -> Pipe:
-    """Dial the engine for a zero-RTT data connection and return it as a pipe (not yet spliced)."""
+class _ReplyPipe(Pipe):
+    """A data connection that reads one reply frame before relaying (handshakes without zero-RTT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reply: asyncio.Future[pb.Message] = asyncio.get_running_loop().create_future()
+        self._decoder = FrameDecoder()
+        self.expect_reply = False
+
+    def data_received(self, data: bytes) -> None:
+        if not self.expect_reply or self.reply.done():
+            super().data_received(data)
+            return
+        try:
+            frames = self._decoder.feed(data, limit=1)
+        except WireError as error:
+            self.reply.set_exception(error)
+            self.abort()
+            return
+        if frames:
+            self.reply.set_result(frames[0])
+            rest = self._decoder.take_rest()
+            if rest:
+                super().data_received(rest)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(ClosedError("engine closed the connection"))
+        super().connection_lost(exc)
+
+
+async def open_pipe(options: AgentOptions, first: pb.Message, ctx: ssl.SSLContext, reply: str | None = None) -> Pipe:
+    """Dial the engine for a data connection and return it as a pipe (not yet spliced).
+
+    With `reply` (non-zero-RTT), wait for that response frame and raise `EngineRejected` on an error.
+    """
     host, port = options.host_port
     loop = asyncio.get_running_loop()
     try:
         _, pipe = await asyncio.wait_for(
-            loop.create_connection(Pipe, host, port, ssl=ctx, server_hostname=options.tls.server_name or host),
+            loop.create_connection(_ReplyPipe, host, port, ssl=ctx, server_hostname=options.tls.server_name or host),
             options.connect_timeout_s)
     except (OSError, TimeoutError) as error:
         raise TransportError(f"cannot reach engine {options.engine}: {error}") from error
     assert pipe.transport is not None
+    pipe.expect_reply = reply is not None
     pipe.transport.write(encode_frame(first))
+    if reply is not None:
+        try:
+            _check_reply(await asyncio.wait_for(pipe.reply, options.operation_timeout_s), reply)
+        except BaseException:
+            pipe.abort()
+            raise
     return pipe
 
 
