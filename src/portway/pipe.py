@@ -75,15 +75,19 @@ class Pipe(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool:
+        """The other end stopped sending. Pass the half-close on when both transports can hold one
+        (plain TCP, and portway.tls); otherwise the whole splice closes once buffers are flushed."""
         self._eof = True
         peer = self.peer
         if peer is None or peer.transport is None:
-            return not self._is_tls()
-        if peer.transport.can_write_eof() and not self._is_tls():
-            # Plain TCP on both sides: propagate the half-close and keep the other direction open.
-            peer.transport.write_eof()
-            return True
-        return False
+            return self._can_half_close()
+        if not peer.transport.can_write_eof():
+            return False
+        peer.transport.write_eof()
+        if peer._eof:
+            peer.transport.close()
+            return False
+        return self._can_half_close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -109,8 +113,8 @@ class Pipe(asyncio.Protocol):
 
     # --- splice management ---
 
-    def _is_tls(self) -> bool:
-        return self.transport is not None and self.transport.get_extra_info("sslcontext") is not None
+    def _can_half_close(self) -> bool:
+        return self.transport is not None and self.transport.can_write_eof()
 
     def _flush_backlog(self) -> None:
         """Send what arrived before the splice, then resume reading."""
@@ -120,7 +124,7 @@ class Pipe(asyncio.Protocol):
             self._backlog.clear()
             self._backlog_bytes = 0
         if self._eof:
-            if self.peer.transport.can_write_eof() and not self.peer._is_tls():
+            if self.peer.transport.can_write_eof():
                 self.peer.transport.write_eof()
             else:
                 self.peer.transport.close()
@@ -128,6 +132,13 @@ class Pipe(asyncio.Protocol):
             self.peer.transport.close()
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def notify_close(self, callback: Callable[[Pipe], None]) -> None:
+        """Call `callback(self)` once the connection is lost (at once if it already is); one per pipe."""
+        if self.closed:
+            callback(self)
+        else:
+            self._on_close = callback
 
     def close(self) -> None:
         if self.transport is not None:

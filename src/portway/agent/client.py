@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from portway import __version__
+from portway import __version__, tls
 from portway.agent.control import ControlChannel
 from portway.agent.options import AgentOptions, TLSOptions, ssl_context
 from portway.agent.stream import DatagramStream, Stream, open_stream
@@ -42,13 +42,12 @@ class Client:
         """Open a control channel. Raises `EngineRejected` (e.g. code 1000 for a bad token) or
         `TransportError` when the engine cannot be reached."""
         host, port = self.options.host_port
-        loop = asyncio.get_running_loop()
         try:
-            _, control = await asyncio.wait_for(
-                loop.create_connection(lambda: ControlChannel(self.options, self.tls), host, port, ssl=self.tls,
-                                       server_hostname=self.options.tls.server_name or host),
-                self.options.connect_timeout_s)
-        except (OSError, TimeoutError) as error:
+            _, control = await tls.connect(asyncio.get_running_loop(), lambda: ControlChannel(self.options, self.tls),
+                                           host, port, context=self.tls,
+                                           server_hostname=self.options.tls.server_name or host,
+                                           timeout_s=self.options.connect_timeout_s)
+        except (OSError, TimeoutError, ssl.SSLError) as error:
             raise TransportError(f"cannot reach engine {self.options.engine}: {error}") from error
         try:
             await control._open(self.options.token)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ssl
 
+from portway import tls
 from portway.agent.options import AgentOptions, ssl_context
 from portway.errors import ClosedError, EngineRejected, TransportError
 from portway.pipe import Pipe
@@ -15,6 +16,10 @@ from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import MAX_FRAME_BYTES
 from portway.wire.errors import FrameTooLarge, WireError
 from portway.wire.framing import FrameDecoder, PacketDecoder, decode_message, encode_frame, encode_packet
+
+
+class UpstreamUnreachable(TransportError):
+    """The local service a tunnel forwards to refused or did not answer."""
 
 
 class Stream:
@@ -162,7 +167,7 @@ class _ReplyPipe(Pipe):
                 super().data_received(rest)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.reply.done():
+        if self.expect_reply and not self.reply.done():
             self.reply.set_exception(ClosedError("engine closed the connection"))
         super().connection_lost(exc)
 
@@ -173,12 +178,11 @@ async def open_pipe(options: AgentOptions, first: pb.Message, ctx: ssl.SSLContex
     With `reply` (non-zero-RTT), wait for that response frame and raise `EngineRejected` on an error.
     """
     host, port = options.host_port
-    loop = asyncio.get_running_loop()
     try:
-        _, pipe = await asyncio.wait_for(
-            loop.create_connection(_ReplyPipe, host, port, ssl=ctx, server_hostname=options.tls.server_name or host),
-            options.connect_timeout_s)
-    except (OSError, TimeoutError) as error:
+        _, pipe = await tls.connect(asyncio.get_running_loop(), _ReplyPipe, host, port, context=ctx,
+                                    server_hostname=options.tls.server_name or host,
+                                    timeout_s=options.connect_timeout_s)
+    except (OSError, TimeoutError, ssl.SSLError) as error:
         raise TransportError(f"cannot reach engine {options.engine}: {error}") from error
     assert pipe.transport is not None
     pipe.expect_reply = reply is not None
@@ -198,5 +202,5 @@ async def open_upstream(host: str, port: int, timeout_s: float) -> Pipe:
     try:
         _, pipe = await asyncio.wait_for(loop.create_connection(Pipe, host, port), timeout_s)
     except (OSError, TimeoutError) as error:
-        raise TransportError(f"cannot reach {host}:{port}: {error}") from error
+        raise UpstreamUnreachable(f"cannot reach {host}:{port}: {error}") from error
     return pipe

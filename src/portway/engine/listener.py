@@ -15,6 +15,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 from portway.engine.agentconn import AgentConnection
@@ -22,6 +23,7 @@ from portway.engine.context import EngineContext
 from portway.engine.edges.http1 import HttpEdge
 from portway.engine.edges.stream import connect_visitor
 from portway.pipe import Pipe
+from portway.tls import TLSConnection
 from portway.wire import clienthello
 from portway.wire.codes import ALPN
 
@@ -49,7 +51,7 @@ class Listener:
         self.ctx = ctx
         self.sock = sock
         self._loop = asyncio.get_running_loop()
-        self._open = 0
+        self._classifying = 0  # connections between accept and routing (ClientHello + TLS handshake)
         self._accepting = False
 
     @classmethod
@@ -82,15 +84,22 @@ class Listener:
             except OSError as error:
                 log.warning("accept failed: %s", error)
                 return
-            if self._open >= self.ctx.config.limits.max_connections:
+            if self._classifying >= self.ctx.config.limits.max_connections:
                 self.ctx.counters.rejected_connections += 1
                 conn.close()
                 continue
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._classifying += 1
             self.ctx.spawn(self._classify(conn, addr[0]))
 
     async def _classify(self, conn: socket.socket, source_ip: str) -> None:
+        try:
+            await self._route(conn, source_ip)
+        finally:
+            self._classifying -= 1
+
+    async def _route(self, conn: socket.socket, source_ip: str) -> None:
         ctx = self.ctx
         try:
             hello = await asyncio.wait_for(self._peek(conn), ctx.config.timeouts.first_message_seconds)
@@ -115,13 +124,11 @@ class Listener:
             else:
                 factory = lambda: HttpEdge(ctx, sni)  # noqa: E731
                 tls = ctx.edge_tls
-            self._open += 1
-            try:
-                await self._loop.connect_accepted_socket(
-                    factory, conn, ssl=tls, ssl_handshake_timeout=ctx.config.timeouts.first_message_seconds)
-            finally:
-                self._open -= 1
-        except (ConnectionError, OSError, TimeoutError) as error:
+            timeout_s = ctx.config.timeouts.first_message_seconds
+            _, tls_conn = await self._loop.connect_accepted_socket(
+                lambda: TLSConnection(tls, factory, server_side=True, handshake_timeout_s=timeout_s), conn)
+            await tls_conn.handshake
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as error:
             log.info("TLS handshake with %s failed: %s", source_ip, error)
             conn.close()
 
