@@ -4,6 +4,7 @@ with its own state directory, CA and secret; helpers to reach published hostname
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -21,6 +22,8 @@ from portway.engine import Engine
 from portway.engine.auth import mint_token
 from portway.engine.config import load_config
 from portway.engine.state import EngineState
+from portway.wire._pb import rstream_pb2 as pb
+from portway.wire.framing import decode_message, encode_frame
 
 # One scalable time unit for waits in tests (raise PORTWAY_TEST_TIME_SCALE on slow machines).
 UNIT_S = float(os.environ.get("PORTWAY_TEST_TIME_SCALE", "1"))
@@ -90,11 +93,13 @@ def start_engine_process(tmp_path: Path, extra_yaml: str = "", env: dict[str, st
     config_file = tmp_path / "engine.yaml"
     config_file.write_text(engine_yaml(extra_yaml))
     stderr_path = tmp_path / "engine.stderr"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "portway", "engine", "--config", str(config_file), "--state-dir", str(tmp_path / "st")],
-        stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True,
-        env={**os.environ, **(env or {})},
-    )
+    with stderr_path.open("w") as stderr_file:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "portway", "engine", "--config", str(config_file),
+             "--state-dir", str(tmp_path / "st")],
+            stdout=subprocess.PIPE, stderr=stderr_file, text=True,
+            env={**os.environ, **(env or {})},
+        )
     assert process.stdout is not None
     port = None
     for _ in range(10):
@@ -108,6 +113,8 @@ def start_engine_process(tmp_path: Path, extra_yaml: str = "", env: dict[str, st
             break
     if port is None:
         process.kill()
+        process.wait()
+        process.stdout.close()
         raise RuntimeError("engine did not start:\n" + stderr_path.read_text())
     state = tmp_path / "st"
     secret = (state / "jwt.secret").read_text().strip() if (state / "jwt.secret").exists() else ""
@@ -116,14 +123,17 @@ def start_engine_process(tmp_path: Path, extra_yaml: str = "", env: dict[str, st
 
 def stop_engine_process(handle: EngineProcess) -> None:
     process = handle.process
-    if process is None or process.poll() is not None:
+    if process is None:
         return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10 * UNIT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10 * UNIT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 @pytest.fixture
@@ -193,3 +203,94 @@ async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":", 1)[1])
     return status, await asyncio.wait_for(reader.readexactly(length), 10 * UNIT_S)
+
+
+# ---- helpers for integration tests (raw agent connections, custom engines) ----
+
+
+@contextlib.asynccontextmanager
+async def running_engine(tmp_path: Path, extra_yaml: str = "") -> AsyncIterator[EngineHandle]:
+    """Like the `engine` fixture, with extra YAML appended to the configuration."""
+    config_file = tmp_path / "engine.yaml"
+    config_file.write_text(engine_yaml(extra_yaml))
+    config = load_config(str(config_file), {})
+    state = EngineState.open(tmp_path / "state", engine_host="localhost", jwt_secret=None)
+    server = Engine(config, state)
+    await server.start()
+    try:
+        yield EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
+    finally:
+        await server.stop()
+
+
+def agent_tls(handle: EngineHandle) -> ssl.SSLContext:
+    """The TLS context an rstream agent uses: engine CA, ALPN rstrm/1."""
+    ctx = ssl.create_default_context(cafile=str(handle.ca_file))
+    ctx.set_alpn_protocols(["rstrm/1"])
+    return ctx
+
+
+async def open_agent_connection(handle: EngineHandle) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw `rstrm/1` connection to the engine, for crafting frames by hand."""
+    return await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", handle.port, ssl=agent_tls(handle), server_hostname="localhost"),
+        5 * UNIT_S)
+
+
+def send_frame(writer: asyncio.StreamWriter, message: pb.Message) -> None:
+    writer.write(encode_frame(message))
+
+
+async def read_frame(reader: asyncio.StreamReader, timeout: float = 5.0) -> pb.Message:
+    """One length-prefixed protocol message; IncompleteReadError when the peer closed first."""
+    header = await asyncio.wait_for(reader.readexactly(4), timeout * UNIT_S)
+    payload = await asyncio.wait_for(reader.readexactly(int.from_bytes(header, "big")), timeout * UNIT_S)
+    return decode_message(payload)
+
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
+    """Everything the peer sends until it closes (a TLS close without close_notify counts as EOF)."""
+    received = bytearray()
+
+    async def drain() -> None:
+        while True:
+            try:
+                data = await reader.read(65536)
+            except (ConnectionError, ssl.SSLError):
+                return
+            if not data:
+                return
+            received.extend(data)
+
+    await asyncio.wait_for(drain(), timeout * UNIT_S)
+    return bytes(received)
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a stream writer, ignoring a peer that already went away."""
+    writer.close()
+    with contextlib.suppress(ConnectionError, ssl.SSLError, OSError, TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), 2 * UNIT_S)
+
+
+def log_count(caplog: pytest.LogCaptureFixture, logger: str, fragment: str) -> int:
+    """How many records `logger` emitted whose message contains `fragment`."""
+    return sum(1 for r in caplog.records if r.name == logger and fragment in r.getMessage())
+
+
+@pytest.fixture(scope="module")
+def shared_engine_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+    """One `portway engine` subprocess (uvloop) shared by a module's tests; tunnels must not collide."""
+    handle = start_engine_process(tmp_path_factory.mktemp("engine"))
+    try:
+        yield handle
+    finally:
+        stop_engine_process(handle)
+
+
+@pytest.fixture(params=["in-process", "process"])
+def any_engine(request: pytest.FixtureRequest) -> EngineHandle:
+    """Runs a test twice: on the in-process engine and on the shared `portway engine` subprocess (uvloop)."""
+    name = "engine" if request.param == "in-process" else "shared_engine_process"
+    handle: EngineHandle = request.getfixturevalue(name)
+    return handle

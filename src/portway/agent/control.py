@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from portway import __version__
 from portway.agent.options import AgentOptions
-from portway.agent.stream import open_pipe, open_stream, open_upstream
+from portway.agent.stream import UpstreamUnreachable, open_pipe, open_stream, open_upstream
 from portway.agent.tunnel import Tunnel
 from portway.errors import ClosedError, EngineRejected, PortwayError
 from portway.pipe import splice
@@ -29,6 +29,9 @@ from portway.wire.framing import FrameDecoder, encode_frame
 from portway.wire.messages import ClientDetails, ServerDetails, TunnelProperties
 
 log = logging.getLogger("portway.agent")
+
+# Bound on each wait of an orderly close: the engine's CloseControlChannelRsp, then the TLS close.
+CLOSE_TIMEOUT_S = 5.0
 
 
 class ControlChannel(asyncio.Protocol):
@@ -46,6 +49,7 @@ class ControlChannel(asyncio.Protocol):
         self._pending: dict[str, asyncio.Future[pb.Message]] = {}
         self._closing: dict[str, asyncio.Future[None]] = {}
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acks = liveness.AckTracker(negotiated=False)
         self._timeout_s = 0.0
         self._last_seen = 0.0
@@ -122,14 +126,19 @@ class ControlChannel(asyncio.Protocol):
         await asyncio.shield(self._done)
 
     async def close(self) -> None:
-        """Orderly close: CloseControlChannelReq, then wait (bounded) for the engine's answer."""
-        if self.closed:
-            return
-        with contextlib.suppress(PortwayError):
-            self._send(messages.close_control_channel_req())
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(self._done), 5.0)
-        self._finish(None)
+        """Orderly close: CloseControlChannelReq, then wait (bounded) for the engine's answer and for
+        the connection to be gone (a TLS close is a round trip; returning earlier would leak it)."""
+        if not self.closed:
+            with contextlib.suppress(PortwayError):
+                self._send(messages.close_control_channel_req())
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._done), CLOSE_TIMEOUT_S)
+            self._finish(None)
+        if self.transport is not None and not self._lost.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                self.transport.abort()
 
     async def __aenter__(self) -> ControlChannel:
         return self
@@ -144,6 +153,8 @@ class ControlChannel(asyncio.Protocol):
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._lost.done():
+            self._lost.set_result(None)
         self._finish(ClosedError("control channel closed by the engine"))
 
     def data_received(self, data: bytes) -> None:
@@ -232,7 +243,9 @@ class ControlChannel(asyncio.Protocol):
             raise
         except PortwayError as error:
             log.info("stream %s: %s", req.stream_id, error)
-            self._reply(req.stream_id, (ErrorCode.SERVICE_UNAVAILABLE, str(error)))
+            reason = ("the agent could not reach its upstream" if isinstance(error, UpstreamUnreachable)
+                      else "the agent could not open the stream")
+            self._reply(req.stream_id, (ErrorCode.SERVICE_UNAVAILABLE, reason))
         except Exception:
             log.exception("stream %s failed", req.stream_id)
             self._reply(req.stream_id, (ErrorCode.INTERNAL, "agent error"))

@@ -175,3 +175,4 @@ class AgentConnection(asyncio.Protocol):
         if dialer.transport is not None and not zero_rtt:
             dialer.transport.write(encode_frame(messages.stream_rsp_ok(stream_id)))
         splice(dialer, agent)
+        self.ctx.streams.add(dialer, agent)

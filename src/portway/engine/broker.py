@@ -101,8 +101,9 @@ class StreamBroker:
         if pending is None or pending.tunnel.owner.client_id != client_id or pending.future.done():
             return
         del self._pending[stream_id]
-        log.info("agent refused stream %s of tunnel %s: code %s", stream_id, pending.tunnel.id, code)
-        pending.future.set_exception(StreamFailed(ErrorCode.SERVICE_UNAVAILABLE, f"agent refused the stream: {reason}"))
+        # The agent's text may describe its private network: log it here, never pass it to visitors.
+        log.info("agent refused stream %s of tunnel %s: code %s: %.200s", stream_id, pending.tunnel.id, code, reason)
+        pending.future.set_exception(StreamFailed(ErrorCode.SERVICE_UNAVAILABLE, "the agent could not open the stream"))
 
     def fail_tunnel(self, tunnel: Tunnel) -> None:
         """The tunnel went away: fail every stream still waiting for it."""

@@ -15,6 +15,7 @@ from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
 from portway.engine.registry import Registry, Tunnel
+from portway.pipe import Pipe
 
 
 class PortPublisher(Protocol):
@@ -31,6 +32,45 @@ class Session(Protocol):
     client_id: str
 
     def close(self, reason: str) -> None: ...
+
+
+class OpenStreams:
+    """The connections of established streams, tracked until they close, so shutdown can let them
+    drain and then close what is left."""
+
+    def __init__(self) -> None:
+        self._pipes: set[Pipe] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._pipes)
+
+    def add(self, *pipes: Pipe) -> None:
+        for pipe in pipes:
+            self._pipes.add(pipe)
+            self._empty.clear()
+            pipe.notify_close(self._discard)
+
+    def _discard(self, pipe: Pipe) -> None:
+        self._pipes.discard(pipe)
+        if not self._pipes:
+            self._empty.set()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait until every tracked connection is gone, at most `timeout` seconds; True if they are."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), max(timeout, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self, *, abort: bool = False) -> None:
+        for pipe in list(self._pipes):
+            if abort:
+                pipe.abort()
+            else:
+                pipe.close()
 
 
 @dataclass(slots=True)
@@ -57,6 +97,7 @@ class EngineContext:
     counters: Counters = field(default_factory=Counters)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sessions: set[Session] = field(default_factory=set)
+    streams: OpenStreams = field(default_factory=OpenStreams)
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:
         """Run `coro` as a task the engine owns (cancelled at shutdown, never garbage-collected early)."""

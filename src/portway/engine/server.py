@@ -27,6 +27,9 @@ from portway.wire.codes import ALPN
 
 log = logging.getLogger("portway.engine")
 
+# Shutdown: how long stream connections closed after the grace period get to finish their close.
+_CLOSE_WAIT_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class CertFiles:
@@ -59,6 +62,17 @@ def _refuse_unserved(cfg: EngineConfig) -> None:
     for key, set_ in unserved.items():
         if set_:
             raise ConfigError(f"{key} is not available in this version of the engine")
+
+
+async def _drain_streams(ctx: EngineContext, deadline: float) -> None:
+    """Let established streams finish until `deadline`, then close the rest and wait (bounded) until
+    their connections are gone."""
+    if await ctx.streams.wait_closed(deadline - asyncio.get_running_loop().time()):
+        return
+    log.info("closing %d stream connections still open after the grace period", len(ctx.streams))
+    ctx.streams.close()
+    if not await ctx.streams.wait_closed(_CLOSE_WAIT_S):
+        ctx.streams.close(abort=True)
 
 
 class Engine:
@@ -118,6 +132,8 @@ class Engine:
             return
         for session in list(ctx.sessions):
             session.close("engine shutting down")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeouts.shutdown_grace_seconds
         tasks = set(ctx.tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.config.timeouts.shutdown_grace_seconds)
@@ -125,6 +141,7 @@ class Engine:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
+        await _drain_streams(ctx, deadline)
         log.info("engine stopped")
 
     async def wait_stopped(self) -> None:

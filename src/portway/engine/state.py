@@ -79,8 +79,9 @@ def expected_server_names(engine_host: str) -> frozenset[_GeneralName]:
     """The subjectAltNames the server certificate must carry for `engine_host`.
 
     DNS host and `*.t.<host>`, IP 127.0.0.1 and ::1, plus DNS localhost when the host is not localhost.
-    A multi-label host `a.b.c` also gets `*.t.b.c`: rstream clients request stable hostnames of the shape
-    `r<8 hex>-a.t.b.c` (see wire.hostnames). An IP-literal host becomes an IP name and gets no wildcard.
+    A multi-label host `a.b.c` (or `a.b`) also gets `*.t.b.c` (`*.t.b`): rstream clients request stable
+    hostnames of the shape `r<8 hex>-a.t.b.c` (see wire.hostnames), which the engine accepts.
+    An IP-literal host becomes an IP name and gets no wildcard.
     """
     host = _normalise_host(engine_host)
     names: set[_GeneralName] = {
@@ -95,7 +96,7 @@ def expected_server_names(engine_host: str) -> frozenset[_GeneralName]:
         names.add(x509.DNSName(host))
         names.add(x509.DNSName(f"*.t.{host}"))
         _, dot, rest = host.partition(".")
-        if dot and "." in rest:
+        if dot and rest:  # every host wire.hostnames accepts stable names for, `edge.localhost` included
             names.add(x509.DNSName(f"*.t.{rest}"))
         if host != "localhost":
             names.add(x509.DNSName("localhost"))

@@ -243,6 +243,7 @@ class HttpEdge(Pipe):
             agent.close()
             return
         self.peer, agent.peer = agent, self
+        self.ctx.streams.add(self, agent)
         if self._out:
             assert agent.transport is not None
             agent.transport.write(b"".join(self._out))

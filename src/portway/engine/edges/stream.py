@@ -23,3 +23,4 @@ async def connect_visitor(ctx: EngineContext, tunnel: Tunnel, visitor: Pipe, sou
         return
     ctx.counters.streams_opened += 1
     splice(visitor, agent)
+    ctx.streams.add(visitor, agent)
