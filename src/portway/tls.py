@@ -207,8 +207,8 @@ class TLSTransport(asyncio.Transport):
         conn = self._conn
         if name == "ssl_object":
             return conn.ssl_object
-        if name == "sslcontext":
-            return conn.context
+        # No "sslcontext": asyncio's StreamReaderProtocol reads it as "this transport cannot half-close"
+        # (true of asyncio's TLS, not of this one) and would close the stream at the peer's close_notify.
         if name == "peercert":
             return conn.ssl_object.getpeercert()
         if name == "cipher":

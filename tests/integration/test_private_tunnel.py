@@ -123,3 +123,31 @@ async def test_private_datagram_tunnel_round_trip(any_engine: EngineHandle) -> N
         assert await asyncio.wait_for(serving, 5 * UNIT_S) == len(packets)
     finally:
         await control.close()
+
+
+async def test_dialer_half_close_reaches_the_agent_and_the_reply_comes_back(engine: EngineHandle) -> None:
+    """A dialer that finishes sending (TLS close_notify) still reads the agent's answer."""
+    control = await engine.client().connect()
+    tunnel = await control.create_tunnel(publish=False, name="halfclose")
+
+    async def serve() -> None:
+        stream = await tunnel.accept()
+        received = b""
+        while data := await stream.read():
+            received += data
+        stream.write(b"got %d bytes" % len(received))  # answered only after end-of-stream
+        await stream.drain()
+        await stream.close()
+
+    server = asyncio.ensure_future(serve())
+    stream = await engine.client().dial("halfclose")
+    stream.write(b"x" * 100_000)
+    await stream.drain()
+    stream.write_eof()
+    reply = b""
+    while data := await asyncio.wait_for(stream.read(), 5):
+        reply += data
+    assert reply == b"got 100000 bytes"
+    await stream.close()
+    await asyncio.wait_for(server, 5)
+    await control.close()

@@ -53,6 +53,11 @@ class Stream:
             raise ClosedError("stream is closed")
         self.writer.write(data)
 
+    def write_eof(self) -> None:
+        """Half-close: the peer reads end-of-stream, and can still answer."""
+        if not self.writer.is_closing():
+            self.writer.write_eof()
+
     async def drain(self) -> None:
         try:
             await self.writer.drain()
@@ -100,14 +105,17 @@ async def open_stream(options: AgentOptions, first: pb.Message, reply: str | Non
                       ctx: ssl.SSLContext | None = None) -> Stream:
     """Dial the engine, send `first`, and if `reply` names a response kind, read and check it."""
     host, port = options.host_port
-    tls = ctx or ssl_context(options.tls)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=256 * 1024)
+    protocol = asyncio.StreamReaderProtocol(reader)
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=tls, server_hostname=options.tls.server_name or host,
-                                    limit=256 * 1024),
-            options.connect_timeout_s)
-    except (OSError, TimeoutError) as error:
+        # Our TLS transport, so `write_eof()` sends close_notify and the stream can half-close.
+        transport, _ = await tls.connect(loop, lambda: protocol, host, port, context=ctx or ssl_context(options.tls),
+                                         server_hostname=options.tls.server_name or host,
+                                         timeout_s=options.connect_timeout_s)
+    except (OSError, TimeoutError, ssl.SSLError) as error:
         raise TransportError(f"cannot reach engine {options.engine}: {error}") from error
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     stream = Stream(reader, writer)
     try:
         writer.write(encode_frame(first))
