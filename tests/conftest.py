@@ -67,16 +67,8 @@ class EngineHandle:
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[EngineHandle]:
     """An engine running in the test's event loop."""
-    config_file = tmp_path / "engine.yaml"
-    config_file.write_text(engine_yaml())
-    config = load_config(str(config_file), {})
-    state = EngineState.open(tmp_path / "state", engine_host="localhost", jwt_secret=None)
-    server = Engine(config, state)
-    await server.start()
-    try:
-        yield EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
-    finally:
-        await server.stop()
+    async with running_engine(tmp_path) as handle:
+        yield handle
 
 
 @dataclass
@@ -189,7 +181,7 @@ class EchoServer:
             writer.close()
 
 
-async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str = "/",
+async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str = "/", *,
                    body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
     """Send one HTTP/1.1 request on an open connection and read the response (Content-Length only)."""
     method = "POST" if body else "GET"

@@ -8,25 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from portway.engine import Engine
-from portway.engine.config import load_config
-from portway.engine.state import EngineState
 from portway.errors import EngineRejected
 from portway.wire.codes import ErrorCode
-from tests.conftest import EngineHandle, engine_yaml
+from tests.conftest import EngineHandle, running_engine
 
 
 @pytest.fixture
 async def small_engine(tmp_path: Path) -> AsyncIterator[EngineHandle]:
-    config_file = tmp_path / "engine.yaml"
-    config_file.write_text(engine_yaml("limits:\n  max_control_channels: 1\n  max_tunnels_per_agent: 2\n"))
-    state = EngineState.open(tmp_path / "state", engine_host="localhost", jwt_secret=None)
-    server = Engine(load_config(str(config_file), {}), state)
-    await server.start()
-    try:
-        yield EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
-    finally:
-        await server.stop()
+    async with running_engine(tmp_path, "limits:\n  max_control_channels: 1\n  max_tunnels_per_agent: 2\n") as handle:
+        yield handle
 
 
 async def test_control_channel_limit(small_engine: EngineHandle) -> None:
@@ -50,16 +40,8 @@ async def test_tunnels_per_agent_limit(small_engine: EngineHandle) -> None:
 
 
 async def test_idle_visitor_connection_is_closed(tmp_path: Path) -> None:
-    config_file = tmp_path / "engine.yaml"
-    config_file.write_text(engine_yaml("  http_idle_seconds: 0.3\n"))
-    state = EngineState.open(tmp_path / "state", engine_host="localhost", jwt_secret=None)
-    server = Engine(load_config(str(config_file), {}), state)
-    await server.start()
-    try:
-        handle = EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
+    async with running_engine(tmp_path, "  http_idle_seconds: 0.3\n") as handle:
         reader, writer = await handle.open_visitor("localhost")
         # Says nothing: closed after one to two idle periods.
         assert await asyncio.wait_for(reader.read(), 3) == b""
         writer.close()
-    finally:
-        await server.stop()
