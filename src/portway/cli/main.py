@@ -114,11 +114,14 @@ def engine(ctx: click.Context, config_file: str | None, state_dir: str | None) -
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 366 * 24 * 3600),
               help="Lifetime in seconds.")
 @click.option("--subject", default="portway-local", show_default=True)
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
+              help="Same as 'portway engine --config' (either place works).")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Same as 'portway engine --state-dir'.")
 @click.pass_context
-def engine_token(ctx: click.Context, ttl: int, subject: str) -> None:
+def engine_token(ctx: click.Context, ttl: int, subject: str, config_file: str | None, state_dir: str | None) -> None:
     """Print a token signed with this engine's secret (you asked for it: it is shown)."""
-    config_file, state_dir = ctx.obj
-    server, state = _open_engine(config_file, state_dir)
+    group_config, group_state_dir = ctx.obj
+    server, state = _open_engine(config_file or group_config, state_dir or group_state_dir)
     secret = server.config.auth.jwt.token_jwt_secret or state.jwt_secret
     click.echo(mint_token(secret, subject=subject, ttl_s=ttl))
 
@@ -206,7 +209,7 @@ def _reporter(output: str, target: tuple[str, int]) -> Callable[[str, Tunnel | N
             click.echo(json.dumps(event), nl=True)
         elif tunnel is not None:
             click.echo(f"Forwarding {tunnel.forwarding_address} -> {target[0]}:{target[1]}")
-        elif error is not None:
+        elif error is not None and state != "failed":  # a fatal error is reported once, by _fail()
             click.echo(f"{state}: {error}", err=True)
     return report
 
@@ -272,16 +275,22 @@ async def _up(server: Engine, state: EngineState, target: str | None) -> None:
 @cli.command()
 @click.argument("endpoint")
 @_agent_options
+@click.option("--half-close/--no-half-close", default=False, show_default=True,
+              help="At the end of stdin, send end-of-stream and keep reading. Off by default, as in "
+                   "rstream's nc for rstrm:// targets: agents such as the official Python SDK end the whole "
+                   "stream at end-of-stream, and their answer would be lost.")
 def nc(endpoint: str, engine_addr: str, token: str | None, token_file: str | None, ca_file: str | None,
-       insecure: bool) -> None:
-    """Connect stdin/stdout to a private tunnel: portway nc rstrm://NAME."""
+       insecure: bool, half_close: bool) -> None:
+    """Connect stdin/stdout to a private tunnel: portway nc rstrm://NAME.
+
+    Runs until the service ends the stream (the end of stdin alone does not end it)."""
     if not endpoint.startswith("rstrm://") or len(endpoint) <= len("rstrm://"):
         _fail(f"invalid endpoint {endpoint!r}", "use rstrm://NAME-OR-ID", code=2)
     client = _client(engine_addr, token, token_file, ca_file, insecure)
-    run(_netcat(client, endpoint[len("rstrm://"):]))
+    run(_netcat(client, endpoint[len("rstrm://"):], half_close))
 
 
-async def _netcat(client: Client, tunnel: str) -> None:
+async def _netcat(client: Client, tunnel: str, half_close: bool = False) -> None:
     try:
         stream = await client.dial(tunnel, zero_rtt=False)
     except PortwayError as error:
@@ -295,6 +304,8 @@ async def _netcat(client: Client, tunnel: str) -> None:
         while data := await stdin.read(65536):
             stream.write(data)
             await stream.drain()
+        if half_close:
+            stream.write_eof()  # end of stdin: the service sees EOF and can still answer
 
     up_task = asyncio.ensure_future(upload())
     out = sys.stdout.buffer
