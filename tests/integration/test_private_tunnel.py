@@ -151,3 +151,31 @@ async def test_dialer_half_close_reaches_the_agent_and_the_reply_comes_back(engi
     await stream.close()
     await asyncio.wait_for(server, 5)
     await control.close()
+
+
+async def test_agent_connections_resume_the_tls_session(engine: EngineHandle) -> None:
+    """After the first connection, dials resume the engine's TLS session (no certificate work)."""
+    client = engine.client()
+    control = await client.connect()
+    tunnel = await control.create_tunnel(publish=False, name="resume")
+
+    async def serve() -> None:
+        while True:
+            stream = await tunnel.accept()
+            stream.write(await stream.read())
+            await stream.drain()
+            await stream.close()
+
+    server = asyncio.ensure_future(serve())
+    reused = []
+    for _ in range(2):
+        stream = await client.dial("resume")
+        stream.write(b"ping")
+        await stream.drain()
+        assert await asyncio.wait_for(stream.read(), 5) == b"ping"
+        reused.append(stream.writer.get_extra_info("ssl_object").session_reused)
+        await stream.close()
+    assert reused[-1] is True
+    server.cancel()
+    await asyncio.gather(server, return_exceptions=True)
+    await control.close()

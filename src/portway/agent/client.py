@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import ssl
-
-from portway import __version__, tls
+from portway import __version__
 from portway.agent.control import ControlChannel
 from portway.agent.options import AgentOptions, TLSOptions, ssl_context
-from portway.agent.stream import DatagramStream, Stream, open_stream
-from portway.errors import TransportError
+from portway.agent.stream import DatagramStream, EngineDialer, Stream, open_stream
 from portway.wire import messages
 from portway.wire.messages import ClientDetails
 
@@ -30,25 +26,12 @@ class Client:
                                     heartbeat_interval_s=heartbeat_interval_s, connect_timeout_s=connect_timeout_s,
                                     operation_timeout_s=operation_timeout_s, zero_rtt=zero_rtt)
         self.options.host_port  # validate now, not at first dial  # noqa: B018
-        self._tls: ssl.SSLContext | None = None
-
-    @property
-    def tls(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = ssl_context(self.options.tls)
-        return self._tls
+        self.dialer = EngineDialer(self.options, ssl_context(self.options.tls))
 
     async def connect(self) -> ControlChannel:
         """Open a control channel. Raises `EngineRejected` (e.g. code 1000 for a bad token) or
         `TransportError` when the engine cannot be reached."""
-        host, port = self.options.host_port
-        try:
-            _, control = await tls.connect(asyncio.get_running_loop(), lambda: ControlChannel(self.options, self.tls),
-                                           host, port, context=self.tls,
-                                           server_hostname=self.options.tls.server_name or host,
-                                           timeout_s=self.options.connect_timeout_s)
-        except (OSError, TimeoutError, ssl.SSLError) as error:
-            raise TransportError(f"cannot reach engine {self.options.engine}: {error}") from error
+        _, control = await self.dialer.connect(lambda: ControlChannel(self.dialer))
         try:
             await control._open(self.options.token)
         except BaseException:
@@ -61,7 +44,7 @@ class Client:
         """Open a stream to a private tunnel by name or id (§2.7)."""
         zero = self.options.zero_rtt if zero_rtt is None else zero_rtt
         first = messages.stream_req(ClientDetails.local(self.options.token, version=__version__), tunnel, zero)
-        return await open_stream(self.options, first, None if zero else "stream_rsp", ctx=self.tls)
+        return await open_stream(self.dialer, first, None if zero else "stream_rsp")
 
     async def dial_datagram(self, tunnel: str) -> DatagramStream:
         """Dial a private datagram tunnel; packets are length-framed on the stream (§2.8)."""

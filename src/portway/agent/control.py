@@ -11,13 +11,11 @@ import asyncio
 import collections
 import contextlib
 import logging
-import ssl
 import uuid
 from typing import Any, cast
 
 from portway import __version__
-from portway.agent.options import AgentOptions
-from portway.agent.stream import UpstreamUnreachable, open_pipe, open_stream, open_upstream
+from portway.agent.stream import EngineDialer, UpstreamUnreachable, open_pipe, open_stream, open_upstream
 from portway.agent.tunnel import Tunnel
 from portway.errors import ClosedError, EngineRejected, PortwayError
 from portway.pipe import splice
@@ -37,9 +35,9 @@ CLOSE_TIMEOUT_S = 5.0
 class ControlChannel(asyncio.Protocol):
     """Open with `Client.connect()`; create tunnels with `create_tunnel()`; `close()` when done."""
 
-    def __init__(self, options: AgentOptions, tls: ssl.SSLContext) -> None:
-        self.options = options
-        self.tls = tls
+    def __init__(self, dialer: EngineDialer) -> None:
+        self.dialer = dialer
+        self.options = dialer.options
         self.client_id: str | None = None
         self.server: ServerDetails | None = None
         self.transport: asyncio.Transport | None = None
@@ -269,7 +267,7 @@ class ControlChannel(asyncio.Protocol):
             # Reach the local service first: if it is down, say so instead of opening a dead stream.
             upstream = await open_upstream(target.host, target.port, self.options.connect_timeout_s)
             try:
-                data = await open_pipe(self.options, first, self.tls, reply)
+                data = await open_pipe(self.dialer, first, reply)
             except BaseException:
                 upstream.close()
                 raise
@@ -277,7 +275,7 @@ class ControlChannel(asyncio.Protocol):
             tunnel.streams += 1
             self._reply(req.stream_id)
             return
-        stream = await open_stream(self.options, first, reply, ctx=self.tls)
+        stream = await open_stream(self.dialer, first, reply)
         stream.stream_id = req.stream_id
         stream.source_ip = messages.ip_from_pb(req.source_ip) if req.HasField("source_ip") else None
         if not tunnel.deliver(stream):

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from portway import tls
-from portway.agent.options import AgentOptions, ssl_context
+from portway.agent.options import AgentOptions
 from portway.errors import ClosedError, EngineRejected, TransportError
 from portway.pipe import Pipe
 from portway.wire import messages
@@ -16,6 +19,8 @@ from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import MAX_FRAME_BYTES
 from portway.wire.errors import FrameTooLarge, WireError
 from portway.wire.framing import FrameDecoder, PacketDecoder, decode_message, encode_frame, encode_packet
+
+P = TypeVar("P", bound=asyncio.Protocol)
 
 
 class UpstreamUnreachable(TransportError):
@@ -101,26 +106,38 @@ class DatagramStream:
         await self.stream.close()
 
 
-async def open_stream(options: AgentOptions, first: pb.Message, reply: str | None, *,
-                      ctx: ssl.SSLContext | None = None) -> Stream:
+@dataclass(slots=True)
+class EngineDialer:
+    """How this agent reaches its engine: address and timings, TLS context, resumable sessions.
+    Every connection to the engine (control, data, dial) is made here."""
+
+    options: AgentOptions
+    context: ssl.SSLContext
+    sessions: tls.SessionCache = field(default_factory=tls.SessionCache)
+
+    async def connect(self, factory: Callable[[], P]) -> tuple[tls.TLSTransport, P]:
+        host, port = self.options.host_port
+        try:
+            return await tls.connect(asyncio.get_running_loop(), factory, host, port, context=self.context,
+                                     server_hostname=self.options.tls.server_name or host,
+                                     timeout_s=self.options.connect_timeout_s, sessions=self.sessions)
+        except (OSError, TimeoutError, ssl.SSLError) as error:
+            raise TransportError(f"cannot reach engine {self.options.engine}: {error}") from error
+
+
+async def open_stream(dialer: EngineDialer, first: pb.Message, reply: str | None) -> Stream:
     """Dial the engine, send `first`, and if `reply` names a response kind, read and check it."""
-    host, port = options.host_port
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=256 * 1024)
     protocol = asyncio.StreamReaderProtocol(reader)
-    try:
-        # Our TLS transport, so `write_eof()` sends close_notify and the stream can half-close.
-        transport, _ = await tls.connect(loop, lambda: protocol, host, port, context=ctx or ssl_context(options.tls),
-                                         server_hostname=options.tls.server_name or host,
-                                         timeout_s=options.connect_timeout_s)
-    except (OSError, TimeoutError, ssl.SSLError) as error:
-        raise TransportError(f"cannot reach engine {options.engine}: {error}") from error
+    # Our TLS transport, so `write_eof()` sends close_notify and the stream can half-close.
+    transport, _ = await dialer.connect(lambda: protocol)
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     stream = Stream(reader, writer)
     try:
         writer.write(encode_frame(first))
         if reply is not None:
-            frame = await asyncio.wait_for(_read_frame(reader), options.operation_timeout_s)
+            frame = await asyncio.wait_for(_read_frame(reader), dialer.options.operation_timeout_s)
             _check_reply(frame, reply)
     except BaseException:
         await stream.close()
@@ -180,24 +197,18 @@ class _ReplyPipe(Pipe):
         super().connection_lost(exc)
 
 
-async def open_pipe(options: AgentOptions, first: pb.Message, ctx: ssl.SSLContext, reply: str | None = None) -> Pipe:
+async def open_pipe(dialer: EngineDialer, first: pb.Message, reply: str | None = None) -> Pipe:
     """Dial the engine for a data connection and return it as a pipe (not yet spliced).
 
     With `reply` (non-zero-RTT), wait for that response frame and raise `EngineRejected` on an error.
     """
-    host, port = options.host_port
-    try:
-        _, pipe = await tls.connect(asyncio.get_running_loop(), _ReplyPipe, host, port, context=ctx,
-                                    server_hostname=options.tls.server_name or host,
-                                    timeout_s=options.connect_timeout_s)
-    except (OSError, TimeoutError, ssl.SSLError) as error:
-        raise TransportError(f"cannot reach engine {options.engine}: {error}") from error
+    _, pipe = await dialer.connect(_ReplyPipe)
     assert pipe.transport is not None
     pipe.expect_reply = reply is not None
     pipe.transport.write(encode_frame(first))
     if reply is not None:
         try:
-            _check_reply(await asyncio.wait_for(pipe.reply, options.operation_timeout_s), reply)
+            _check_reply(await asyncio.wait_for(pipe.reply, dialer.options.operation_timeout_s), reply)
         except BaseException:
             pipe.abort()
             raise
