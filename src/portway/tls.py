@@ -31,14 +31,24 @@ class SessionCache:
     server's signature (the client's handshake costs ~40 % less here) while TLS 1.3 resumption still
     runs a fresh (EC)DHE exchange, so forward secrecy is kept."""
 
+    # Reading a session is costly (CPython re-decodes it, certificate included): refresh it only this often,
+    # well within the engine's ticket lifetime (OpenSSL's default is 2 hours).
+    REFRESH_S = 300.0
+
     def __init__(self) -> None:
-        self._sessions: dict[tuple[str, int], ssl.SSLSession] = {}
+        self._sessions: dict[tuple[str, int], tuple[float, ssl.SSLSession]] = {}
 
     def get(self, key: tuple[str, int]) -> ssl.SSLSession | None:
-        return self._sessions.get(key)
+        entry = self._sessions.get(key)
+        return entry[1] if entry is not None else None
 
-    def put(self, key: tuple[str, int], session: ssl.SSLSession) -> None:
-        self._sessions[key] = session
+    def wants(self, key: tuple[str, int], now: float) -> bool:
+        """Whether a connection to `key` should offer its session (none cached, or the cached one is old)."""
+        entry = self._sessions.get(key)
+        return entry is None or now - entry[0] > self.REFRESH_S
+
+    def put(self, key: tuple[str, int], session: ssl.SSLSession, now: float) -> None:
+        self._sessions[key] = (now, session)
 
 
 class TLSConnection(asyncio.Protocol):
@@ -305,16 +315,17 @@ async def connect(loop: asyncio.AbstractEventLoop, factory: Callable[[], P], hos
     """
     key = (server_hostname, port)
     session = sessions.get(key) if sessions is not None else None
+    offer = sessions is not None and sessions.wants(key, loop.time())
 
     def remember(new: ssl.SSLSession) -> None:
         assert sessions is not None
-        sessions.put(key, new)
+        sessions.put(key, new, loop.time())
 
     _, conn = await asyncio.wait_for(
         loop.create_connection(lambda: TLSConnection(context, factory, server_side=False,
                                                      server_hostname=server_hostname, handshake_timeout_s=timeout_s,
                                                      session=session,
-                                                     on_session=remember if sessions is not None else None),
+                                                     on_session=remember if offer else None),
                                host, port), timeout_s)
     transport = await conn.handshake
     return transport, cast(P, conn.app)
