@@ -316,7 +316,9 @@ class LimitsSection(_Section):
     max_control_channels: Count = Field(default=1000, description="Concurrent agent connections.")
     max_tunnels_per_agent: Count = Field(default=100, description="Tunnels one agent connection may hold.")
     max_pending_streams: Count = Field(default=4096, description="Streams waiting for an agent to accept.")
-    max_connections: Count = Field(default=10000, description="Concurrent downstream connections.")
+    max_connections: Count = Field(
+        default=10000, description="Connections between accept and routing (ClientHello + TLS handshake)."
+    )
 
 
 class EngineConfig(_Section):
