@@ -20,7 +20,7 @@ import pytest
 from portway.agent import Client, TLSOptions
 from portway.engine import Engine
 from portway.engine.auth import mint_token
-from portway.engine.config import load_config
+from portway.engine.configfile import load_config
 from portway.engine.state import EngineState
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.framing import decode_message, encode_frame

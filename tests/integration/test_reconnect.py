@@ -7,7 +7,7 @@ from pathlib import Path
 
 from portway.agent import Backoff, Tunnel, keep_tunnel
 from portway.engine import Engine
-from portway.engine.config import load_config
+from portway.engine.configfile import load_config
 from portway.engine.state import EngineState
 from portway.wire.messages import TunnelProperties
 from tests.conftest import EchoServer, EngineHandle, engine_yaml, http_get

@@ -9,15 +9,8 @@ import pydantic
 import pytest
 import yaml
 
-from portway.engine.config import (
-    ALL_KEYS,
-    EngineConfig,
-    describe_defaults,
-    is_loopback_host,
-    load_config,
-    parse_config,
-    split_hostport,
-)
+from portway.engine.config import EngineConfig, is_loopback_host, split_hostport
+from portway.engine.configfile import ALL_KEYS, describe_defaults, load_config, parse_config
 from portway.errors import ConfigError
 
 CE_YAML = """

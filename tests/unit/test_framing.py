@@ -17,6 +17,7 @@ from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import HEADER_BYTES, MAX_FRAME_BYTES, ErrorCode
 from portway.wire.errors import FrameError, FrameTooLarge, FrameTruncated, FrameUndecodable, WireError
 from portway.wire.framing import FrameDecoder, PacketDecoder, decode_message, encode_frame, encode_packet
+from tests.unit.strategies import client_details, server_details
 
 FAST = settings(
     max_examples=40,
@@ -35,16 +36,6 @@ codes = st.sampled_from(list(ErrorCode))
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)
 
-client_details = st.builds(
-    m.ClientDetails,
-    agent=opt_texts, channel=opt_texts, version=opt_texts, os=opt_texts, arch=opt_texts,
-    token=opt_texts, protocol_version=opt_texts,
-)
-server_details = st.builds(
-    m.ServerDetails,
-    agent=opt_texts, channel=opt_texts, version=opt_texts, plan=opt_texts, provider=opt_texts,
-    region=opt_texts, update=opt_texts,
-)
 tunnel_properties = st.builds(
     m.TunnelProperties,
     id=opt_texts,

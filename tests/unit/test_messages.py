@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from portway.wire import messages as m
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import PROTOCOL_VERSION, ErrorCode
+from tests.unit.strategies import client_details, server_details
 
 FAST = settings(max_examples=40, deadline=None, database=None, derandomize=True)
 
@@ -129,16 +130,6 @@ def test_replace_returns_a_copy() -> None:
 # ---- ClientDetails / ServerDetails ---------------------------------------------------------------
 
 
-client_details = st.builds(
-    m.ClientDetails,
-    agent=opt_texts, channel=opt_texts, version=opt_texts, os=opt_texts, arch=opt_texts,
-    token=opt_texts, protocol_version=opt_texts,
-)
-server_details = st.builds(
-    m.ServerDetails,
-    agent=opt_texts, channel=opt_texts, version=opt_texts, plan=opt_texts, provider=opt_texts,
-    region=opt_texts, update=opt_texts,
-)
 
 
 @FAST
