@@ -182,6 +182,8 @@ class TLSConnection(asyncio.Protocol):
                 break
             app.data_received(chunk)
             app = self.app  # the app may hand the connection to another protocol
+            if not self._incoming.pending and not self.ssl_object.pending():
+                break  # all consumed: skip the read that would only raise SSLWantReadError
         if self._on_session is not None:
             self._offer_session()
         self._flush()
