@@ -68,7 +68,6 @@ class HttpEdge(Pipe):
         self._host: str | None = None
         self._accept: str | None = None
         self._raw = False
-        self._connecting = False
         self._local = False
         self._failed = False
         self._started = 0.0
@@ -223,7 +222,6 @@ class HttpEdge(Pipe):
     def _open_stream(self, tunnel: Tunnel) -> None:
         assert self.transport is not None
         self.transport.pause_reading()
-        self._connecting = True
         self.ctx.spawn(self._connect(tunnel))
 
     async def _connect(self, tunnel: Tunnel) -> None:
@@ -244,12 +242,11 @@ class HttpEdge(Pipe):
             return
         self.peer, agent.peer = agent, self
         self.ctx.streams.add(self, agent)
+        assert agent.transport is not None
         if self._out:
-            assert agent.transport is not None
             agent.transport.write(b"".join(self._out))
             self._out.clear()
         agent._flush_backlog()
-        self._connecting = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
