@@ -45,3 +45,15 @@ async def test_idle_visitor_connection_is_closed(tmp_path: Path) -> None:
         # Says nothing: closed after one to two idle periods.
         assert await asyncio.wait_for(reader.read(), 3) == b""
         writer.close()
+
+
+async def test_tunnel_limit_holds_for_opens_in_flight(small_engine: EngineHandle) -> None:
+    """Opens sent together cannot overshoot the limit while earlier ones are still being served."""
+    control = await small_engine.client().connect()
+    results = await asyncio.gather(*(control.create_tunnel(protocol="tcp") for _ in range(4)),
+                                   return_exceptions=True)
+    created = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, EngineRejected)]
+    assert len(created) == 2
+    assert len(refused) == 2 and all(r.code == ErrorCode.CAPACITY_EXHAUSTED for r in refused)
+    await control.close()

@@ -46,6 +46,7 @@ class AgentSession(asyncio.Protocol):
         self._monitor: liveness.LivenessMonitor | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._opening = 0  # OpenTunnelReqs being served: they count against the tunnel limit
         self._closed = False
         self.log = logging.LoggerAdapter(log, {"client_id": self.client_id})
 
@@ -181,6 +182,7 @@ class AgentSession(asyncio.Protocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _open_tunnel(self, request_id: str, requested: TunnelProperties) -> None:
+        self._opening += 1
         try:
             tunnel = await self._create_tunnel(requested)
         except InvalidTunnelProperties as error:
@@ -191,6 +193,8 @@ class AgentSession(asyncio.Protocol):
             log.exception("client %s: tunnel creation failed", self.client_id)
             self.send(messages.open_tunnel_error(request_id, ErrorCode.INTERNAL, "internal error"))
             return
+        finally:
+            self._opening -= 1
         self.send(messages.open_tunnel_ok(request_id, tunnel.props))
         log.info("tunnel %s open: client %s protocol=%s publish=%s name=%s hostname=%s port=%s",
                  tunnel.id, self.client_id, tunnel.props.protocol, tunnel.props.publish,
@@ -202,7 +206,7 @@ class AgentSession(asyncio.Protocol):
         if props.protocol == "tls" and props.tls_mode is None:
             props = props.replace(tls_mode="passthrough")  # the engine's default: SNI routing, bytes untouched
         check_supported(props)
-        if len(self.tunnels) >= ctx.config.limits.max_tunnels_per_agent:
+        if len(self.tunnels) + self._opening > ctx.config.limits.max_tunnels_per_agent:  # opens in flight count
             raise InvalidTunnelProperties("too many tunnels on this control channel", ErrorCode.CAPACITY_EXHAUSTED)
         published_web = props.publish and props.protocol in {"http", "tls"}
         if props.hostname is not None:
@@ -222,6 +226,11 @@ class AgentSession(asyncio.Protocol):
         if props.protocol == "tcp":
             port = await ctx.ports.publish(tunnel, props.port)
             tunnel.props = props.replace(port=port, host=f"{ctx.config.tcp.listen_host}:{port}")
+            try:
+                self._resolve_conflicts(tunnel.props)  # again: other opens ran while the port was bound
+            except InvalidTunnelProperties:
+                ctx.ports.release(tunnel)
+                raise
         elif published_web:
             tunnel.props = props.replace(port=ctx.public_port, host=f"{props.hostname}:{ctx.public_port}")
         if self._closed:
