@@ -9,18 +9,31 @@ from pathlib import Path
 from portway import __version__
 from portway.wire import messages
 from portway.wire.messages import ClientDetails, TunnelProperties
-from tests.conftest import UNIT_S, close_writer, open_agent_connection, read_until_closed, running_engine, send_frame
+from tests.conftest import (
+    UNIT_S,
+    EngineHandle,
+    close_writer,
+    open_agent_connection,
+    read_until_closed,
+    running_engine,
+    send_frame,
+)
 from tests.integration.helpers import RawAgent, visit
 
 FAST_STREAMS = "  stream_request_seconds: 0.5\n"
 
 
+async def _raw_http_tunnel(engine: EngineHandle) -> tuple[RawAgent, TunnelProperties]:
+    """A hand-written agent holding one published HTTP tunnel; it answers nothing unless told to."""
+    agent = await RawAgent.connect(engine)
+    await agent.open_control(engine.token())
+    agent.start()
+    return agent, await agent.create("r1", TunnelProperties(protocol="http"))
+
+
 async def test_stream_ids_are_24_lowercase_hex_and_secrets_differ(tmp_path: Path) -> None:
     async with running_engine(tmp_path, FAST_STREAMS) as engine:
-        agent = await RawAgent.connect(engine)
-        await agent.open_control(engine.token())
-        agent.start()
-        props = await agent.create("r1", TunnelProperties(protocol="http"))
+        agent, props = await _raw_http_tunnel(engine)
         assert props.hostname is not None
         visits = [asyncio.ensure_future(visit(engine, props.hostname)) for _ in range(2)]
         requests = [(await agent.expect("proxy_conn_req")).proxy_conn_req for _ in range(2)]
@@ -37,10 +50,7 @@ async def test_stream_ids_are_24_lowercase_hex_and_secrets_differ(tmp_path: Path
 
 async def test_agent_that_never_answers_gets_the_visitor_a_504(tmp_path: Path) -> None:
     async with running_engine(tmp_path, FAST_STREAMS) as engine:
-        agent = await RawAgent.connect(engine)
-        await agent.open_control(engine.token())
-        agent.start()
-        props = await agent.create("r1", TunnelProperties(protocol="http"))
+        agent, props = await _raw_http_tunnel(engine)
         assert props.hostname is not None
         status, body = await asyncio.wait_for(visit(engine, props.hostname), 5 * UNIT_S)
         assert status == 504
@@ -50,10 +60,7 @@ async def test_agent_that_never_answers_gets_the_visitor_a_504(tmp_path: Path) -
 
 async def test_secret_used_after_the_request_expired_is_refused(tmp_path: Path) -> None:
     async with running_engine(tmp_path, FAST_STREAMS) as engine:
-        agent = await RawAgent.connect(engine)
-        await agent.open_control(engine.token())
-        agent.start()
-        props = await agent.create("r1", TunnelProperties(protocol="http"))
+        agent, props = await _raw_http_tunnel(engine)
         assert props.hostname is not None
         visitor = asyncio.ensure_future(visit(engine, props.hostname))
         req = (await agent.expect("proxy_conn_req")).proxy_conn_req
