@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
-from portway.wire import messages
 from portway.wire.codes import ErrorCode
 
 log = logging.getLogger("portway.engine.broker")
@@ -68,7 +67,7 @@ class StreamBroker:
         future: asyncio.Future[Pipe] = asyncio.get_running_loop().create_future()
         self._pending[stream_id] = _Pending(tunnel, secret, future)
         try:
-            tunnel.owner.send(messages.proxy_conn_req(tunnel.id, stream_id, secret, source_ip))
+            tunnel.owner.request_stream(tunnel.id, stream_id, secret, source_ip)
             tunnel.streams_opened += 1
             return await asyncio.wait_for(future, self._timeout_s)
         except TimeoutError:

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.messages import TunnelProperties
 
 
@@ -20,7 +19,7 @@ class TunnelOwner(Protocol):
     client_id: str
     token_id: str
 
-    def send(self, message: pb.Message) -> None: ...
+    def request_stream(self, tunnel_id: str, stream_id: str, secret: str, source_ip: str | None) -> None: ...
 
     def retire_tunnel(self, tunnel_id: str) -> None: ...
 

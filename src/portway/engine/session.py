@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 
 from portway.engine.auth import Principal
 from portway.engine.capabilities import check_supported
 from portway.engine.context import EngineContext
 from portway.engine.registry import Tunnel
-from portway.wire import hostnames, liveness, messages, properties
-from portway.wire._pb import rstream_pb2 as pb
+from portway.wire import events, hostnames, properties
 from portway.wire.codes import ErrorCode
-from portway.wire.errors import InvalidTunnelProperties, ProtocolViolation, WireError
-from portway.wire.framing import FrameDecoder, encode_frame
+from portway.wire.control import EngineControlConnection
+from portway.wire.errors import FrameError, InvalidTunnelProperties, WireError
 from portway.wire.messages import ClientDetails, ServerDetails, TunnelProperties
 
 log = logging.getLogger("portway.engine.session")
@@ -42,8 +41,7 @@ class AgentSession(asyncio.Protocol):
         self.token_id = principal.token_id
         self.tunnels: dict[str, Tunnel] = {}
         self.transport: asyncio.Transport | None = None
-        self._decoder = FrameDecoder()
-        self._monitor: liveness.LivenessMonitor | None = None
+        self._conn: EngineControlConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._opening = 0  # OpenTunnelReqs being served: they count against the tunnel limit
@@ -56,17 +54,18 @@ class AgentSession(asyncio.Protocol):
         """Take over `transport`, answer the open request, then process `rest` (frames already read)."""
         self.transport = transport
         transport.set_protocol(self)
-        timeout_ms = int(self.ctx.config.timeouts.heartbeat_timeout_seconds * 1000)
-        agreed = liveness.negotiate(requested_interval_ms, timeout_ms=timeout_ms)
-        timeout_s = (agreed[1] if agreed else timeout_ms) / 1000
         loop = asyncio.get_running_loop()
-        self._monitor = liveness.LivenessMonitor(timeout_s=timeout_s, last_seen=loop.time())
-        server = ServerDetails(agent="portway-engine", channel="self-hosted", version=self.ctx.version,
-                               plan="self-hosted", provider="portway", region="local")
-        self.send(messages.open_control_channel_ok(self.client_id, server, agreed))
+        self._conn = conn = EngineControlConnection(
+            requested_interval_ms=requested_interval_ms,
+            timeout_ms=int(self.ctx.config.timeouts.heartbeat_timeout_seconds * 1000), now=loop.time())
+        conn.accepted(self.client_id, ServerDetails(agent="portway-engine", channel="self-hosted",
+                                                    version=self.ctx.version, plan="self-hosted",
+                                                    provider="portway", region="local"))
+        self._flush()
         self._arm_timer()
         self.ctx.sessions.add(self)
         self.ctx.counters.control_channels += 1
+        agreed = conn.liveness
         log.info("control channel open: client %s agent=%s version=%s from %s (liveness %s)",
                  self.client_id, self.details.agent, self.details.version, self.peer,
                  f"{agreed[0]}ms/{agreed[1]}ms" if agreed else "legacy")
@@ -103,78 +102,72 @@ class AgentSession(asyncio.Protocol):
 
     # ---- I/O ----
 
-    def send(self, message: pb.Message) -> None:
-        """Queue a frame to the agent. Never blocks; a channel that stops draining is closed."""
-        if self._closed or self.transport is None or self.transport.is_closing():
+    def _flush(self) -> None:
+        """Send what the protocol core queued. Never blocks; a channel that stops draining is closed."""
+        if self._conn is None or self._closed or self.transport is None or self.transport.is_closing():
             return
-        self.transport.write(encode_frame(message))
+        data = self._conn.data_to_send()
+        if not data:
+            return
+        self.transport.write(data)
         if self.transport.get_write_buffer_size() > MAX_CONTROL_BACKLOG_BYTES:
-            self.log.warning("control channel %s is not reading; closing it", self.client_id)
+            log.warning("control channel %s is not reading; closing it", self.client_id)
             self.close("agent stopped reading")
 
+    def request_stream(self, tunnel_id: str, stream_id: str, secret: str, source_ip: str | None) -> None:
+        """Ask the agent for a data connection (ProxyConnReq); see broker.StreamBroker."""
+        if self._conn is not None and not self._closed:
+            self._conn.stream_requested(tunnel_id, stream_id, secret, source_ip)
+            self._flush()
+
     def data_received(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._conn is None:
             return
         try:
-            frames = self._decoder.feed(data)
-        except WireError as error:
+            found = self._conn.receive_data(data, asyncio.get_running_loop().time())
+        except FrameError as error:  # the byte stream is unreadable: nothing more to say on it
             log.warning("control channel %s: bad frame: %s", self.client_id, error)
             self.close("bad frame")
             return
-        if frames and self._monitor is not None:
-            self._monitor.received(asyncio.get_running_loop().time())
-        for frame in frames:
-            try:
-                self._handle(frame)
-            except ProtocolViolation as error:
-                log.warning("control channel %s: protocol violation: %s", self.client_id, error)
-                self.send(messages.server_message(f"protocol violation: {error}"))
-                self.close("protocol violation")
-                return
-            if self.transport is None or self.transport.is_closing():
-                return
+        except WireError as error:  # readable, but not allowed: tell the agent why before closing
+            log.warning("control channel %s: protocol violation: %s", self.client_id, error)
+            self._conn.told(f"protocol violation: {error}")
+            self._flush()
+            self.close("protocol violation")
+            return
+        for event in found:
+            self._handle(event)
+        self._flush()
 
     # ---- liveness ----
 
     def _arm_timer(self) -> None:
-        assert self._monitor is not None
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(self._monitor.deadline, self._check_liveness)
+        assert self._conn is not None
+        self._timer = asyncio.get_running_loop().call_at(self._conn.deadline, self._check_liveness)
 
     def _check_liveness(self) -> None:
-        if self._closed or self._monitor is None:
+        if self._closed or self._conn is None:
             return
-        if self._monitor.expired(asyncio.get_running_loop().time()):
+        if self._conn.expired(asyncio.get_running_loop().time()):
             log.warning("control channel %s: no heartbeat for %.0fs; withdrawing its routes",
-                        self.client_id, self._monitor.timeout_s)
+                        self.client_id, self._conn.timeout_s)
             self.close("liveness expired")
             return
         self._arm_timer()
 
     # ---- frame handlers ----
 
-    def _handle(self, frame: pb.Message) -> None:
-        which = frame.WhichOneof("payload")
-        if which == "heartbeat":
-            assert self._monitor is not None
-            ack = self._monitor.heartbeat(frame.heartbeat.sequence, frame.heartbeat.acknowledgement)
-            if ack is not None:
-                self.send(messages.heartbeat(0, ack))
-        elif which == "open_tunnel_req":
-            self._spawn(self._open_tunnel(frame.open_tunnel_req.request_id,
-                                          TunnelProperties.from_pb(frame.open_tunnel_req.tunnel_properties)))
-        elif which == "close_tunnel_req":
-            self._close_tunnel(frame.close_tunnel_req.tunnel_id)
-        elif which == "proxy_conn_rsp":
-            rsp = frame.proxy_conn_rsp
-            if rsp.HasField("error"):
-                code, text = messages.error_from_pb(rsp.error)
-                self.ctx.broker.refuse(rsp.stream_id, self.client_id, code, text)
-        elif which == "close_control_channel_req":
-            self.send(messages.close_control_channel_rsp())
-            self.close("closed by agent")
-        else:
-            raise ProtocolViolation(f"unexpected {which} on a control channel")
+    def _handle(self, event: events.ControlEvent) -> None:
+        match event:
+            case events.TunnelOpenRequested(request_id, requested):
+                self._spawn(self._open_tunnel(request_id, requested))
+            case events.TunnelCloseRequested(tunnel_id):
+                self._close_tunnel(tunnel_id)
+            case events.StreamRefused(stream_id, code, reason):
+                self.ctx.broker.refuse(stream_id, self.client_id, code, reason)
+            case events.ChannelCloseRequested():
+                self._flush()  # the CloseControlChannelRsp goes out before the connection closes
+                self.close("closed by agent")
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -187,18 +180,25 @@ class AgentSession(asyncio.Protocol):
             tunnel = await self._create_tunnel(requested)
         except InvalidTunnelProperties as error:
             log.info("client %s: tunnel refused: %s", self.client_id, error)
-            self.send(messages.open_tunnel_error(request_id, error.code, str(error)))
+            code, reason = error.code, str(error)
+            self._reply(lambda conn: conn.tunnel_refused(request_id, code, reason))
             return
         except Exception:
             log.exception("client %s: tunnel creation failed", self.client_id)
-            self.send(messages.open_tunnel_error(request_id, ErrorCode.INTERNAL, "internal error"))
+            self._reply(lambda conn: conn.tunnel_refused(request_id, ErrorCode.INTERNAL, "internal error"))
             return
         finally:
             self._opening -= 1
-        self.send(messages.open_tunnel_ok(request_id, tunnel.props))
+        self._reply(lambda conn: conn.tunnel_opened(request_id, tunnel.props))
         log.info("tunnel %s open: client %s protocol=%s publish=%s name=%s hostname=%s port=%s",
                  tunnel.id, self.client_id, tunnel.props.protocol, tunnel.props.publish,
                  tunnel.props.name, tunnel.props.hostname, tunnel.props.port)
+
+    def _reply(self, write: Callable[[EngineControlConnection], None]) -> None:
+        """Queue an answer on the protocol core and send it (nothing once the channel closed)."""
+        if self._conn is not None and not self._closed:
+            write(self._conn)
+            self._flush()
 
     async def _create_tunnel(self, requested: TunnelProperties) -> Tunnel:
         ctx = self.ctx
@@ -260,7 +260,7 @@ class AgentSession(asyncio.Protocol):
         if tunnel is not None:
             self._withdraw(tunnel)
             log.info("tunnel %s closed by agent", tunnel_id)
-        self.send(messages.close_tunnel_rsp(tunnel_id))
+        self._reply(lambda conn: conn.tunnel_closed(tunnel_id))
 
     def retire_tunnel(self, tunnel_id: str) -> None:
         """Close a tunnel from the engine side and tell the agent (unsolicited CloseTunnelRsp)."""
@@ -268,7 +268,7 @@ class AgentSession(asyncio.Protocol):
         if tunnel is None:
             return
         self._withdraw(tunnel)
-        self.send(messages.close_tunnel_rsp(tunnel_id))
+        self._reply(lambda conn: conn.tunnel_closed(tunnel_id))
 
     def _withdraw(self, tunnel: Tunnel) -> None:
         self.tunnels.pop(tunnel.id, None)
