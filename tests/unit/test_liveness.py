@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from portway.wire import liveness
 from portway.wire.codes import MAX_HEARTBEAT_TIMEOUT_MS, ErrorCode
 from portway.wire.errors import ProtocolViolation
 from portway.wire.liveness import AckTracker, LivenessMonitor, negotiate
@@ -229,3 +230,26 @@ def test_engine_and_agent_agree() -> None:
         tracker.acknowledgement(0, ack)
         assert not monitor.expired(now + timeout / 1000 - 0.001)
     assert tracker.acknowledged == 5
+
+
+@pytest.mark.parametrize(("requested", "answered", "timeout_s"), [
+    (5000, None, 0.0),
+    (None, None, 0.0),
+    (5000, (5000, 30_000), 30.0),
+    (5000, (5000, 5000), 5.0),
+    (5000, (5000, 900_000), 900.0),
+])
+def test_agent_accepts_a_valid_liveness_answer(requested: int | None, answered: tuple[int, int] | None,
+                                               timeout_s: float) -> None:
+    assert liveness.check_answer(requested, answered) == timeout_s
+
+
+@pytest.mark.parametrize(("requested", "answered"), [
+    (None, (5000, 30_000)),     # liveness the agent never asked for
+    (5000, (4000, 30_000)),     # interval not echoed
+    (5000, (5000, 4999)),       # timeout below the interval
+    (5000, (5000, 900_001)),    # timeout above the cap
+])
+def test_agent_refuses_an_invalid_liveness_answer(requested: int | None, answered: tuple[int, int]) -> None:
+    with pytest.raises(ProtocolViolation, match="liveness"):
+        liveness.check_answer(requested, answered)

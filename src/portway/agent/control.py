@@ -68,13 +68,10 @@ class ControlChannel(asyncio.Protocol):
             raise EngineRejected(*messages.error_from_pb(rsp.error))
         self.client_id = rsp.ok.client_id
         self.server = ServerDetails.from_pb(rsp.ok.server_details)
-        if rsp.ok.HasField("liveness"):
-            lv = rsp.ok.liveness
-            if (interval_ms is None or lv.heartbeat_interval_ms != interval_ms
-                    or not interval_ms <= lv.heartbeat_timeout_ms <= 900_000):
-                raise ProtocolViolation("engine returned an invalid liveness policy")
-            self._acks = liveness.AckTracker(negotiated=True)
-            self._timeout_s = lv.heartbeat_timeout_ms / 1000
+        lv = rsp.ok.liveness
+        answered = (lv.heartbeat_interval_ms, lv.heartbeat_timeout_ms) if rsp.ok.HasField("liveness") else None
+        self._timeout_s = liveness.check_answer(interval_ms, answered)
+        self._acks = liveness.AckTracker(negotiated=answered is not None)
         self._last_seen = asyncio.get_running_loop().time()
         if interval_ms:
             self._spawn(self._heartbeats())

@@ -26,6 +26,21 @@ def negotiate(requested_interval_ms: int | None, *, timeout_ms: int) -> tuple[in
     return interval, timeout
 
 
+def check_answer(requested_interval_ms: int | None, answered: tuple[int, int] | None) -> float:
+    """Agent side: validate the engine's liveness answer; return the timeout in seconds (0 = none).
+
+    §2.9: the engine must echo the requested interval and give interval ≤ timeout ≤ 900 000 ms, and must
+    not answer liveness to a client that asked for none. Raises `ProtocolViolation` otherwise.
+    """
+    if answered is None:
+        return 0.0
+    interval_ms, timeout_ms = answered
+    if (requested_interval_ms is None or interval_ms != requested_interval_ms
+            or not requested_interval_ms <= timeout_ms <= MAX_HEARTBEAT_TIMEOUT_MS):
+        raise ProtocolViolation("engine returned an invalid liveness policy")
+    return timeout_ms / 1000
+
+
 @dataclass(slots=True)
 class LivenessMonitor:
     """Engine-side view of one control channel's liveness.
