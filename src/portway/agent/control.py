@@ -12,6 +12,7 @@ import collections
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from portway import __version__
@@ -19,11 +20,10 @@ from portway.agent.stream import EngineDialer, UpstreamUnreachable, open_pipe, o
 from portway.agent.tunnel import Tunnel
 from portway.errors import ClosedError, EngineRejected, PortwayError
 from portway.pipe import splice
-from portway.wire import liveness, messages
-from portway.wire._pb import rstream_pb2 as pb
+from portway.wire import events, messages
 from portway.wire.codes import ErrorCode
-from portway.wire.errors import ProtocolViolation, WireError
-from portway.wire.framing import FrameDecoder, encode_frame
+from portway.wire.control import AgentControlConnection
+from portway.wire.errors import WireError
 from portway.wire.messages import ClientDetails, ServerDetails, TunnelProperties
 
 log = logging.getLogger("portway.agent")
@@ -42,38 +42,26 @@ class ControlChannel(asyncio.Protocol):
         self.server: ServerDetails | None = None
         self.transport: asyncio.Transport | None = None
         self.tunnels: dict[str, Tunnel] = {}
-        self._decoder = FrameDecoder()
-        self._opened: asyncio.Future[pb.Message] = asyncio.get_running_loop().create_future()
-        self._pending: dict[str, asyncio.Future[pb.Message]] = {}
+        interval_ms = round(self.options.heartbeat_interval_s * 1000) if self.options.heartbeat_interval_s else None
+        self._conn = AgentControlConnection(heartbeat_interval_ms=interval_ms,
+                                            now=asyncio.get_running_loop().time())
+        self._opened: asyncio.Future[events.ControlOpened] = asyncio.get_running_loop().create_future()
+        self._pending: dict[str, asyncio.Future[events.TunnelOpened]] = {}
         self._closing: dict[str, asyncio.Future[None]] = {}
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._acks = liveness.AckTracker(negotiated=False)
-        self._timeout_s = 0.0
-        self._last_seen = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queue: collections.deque[pb.ProxyConnReq] = collections.deque()
+        self._queue: collections.deque[events.StreamRequested] = collections.deque()
         self._active = 0
 
     # ---- opening ----
 
     async def _open(self, token: str | None) -> None:
-        interval_ms = round(self.options.heartbeat_interval_s * 1000) if self.options.heartbeat_interval_s else None
-        assert self.transport is not None
-        self.transport.write(encode_frame(messages.open_control_channel_req(
-            ClientDetails.local(token, version=__version__), interval_ms)))
-        frame = await asyncio.wait_for(asyncio.shield(self._opened), self.options.operation_timeout_s)
-        rsp = frame.open_control_channel_rsp
-        if rsp.WhichOneof("payload") == "error":
-            raise EngineRejected(*messages.error_from_pb(rsp.error))
-        self.client_id = rsp.ok.client_id
-        self.server = ServerDetails.from_pb(rsp.ok.server_details)
-        lv = rsp.ok.liveness
-        answered = (lv.heartbeat_interval_ms, lv.heartbeat_timeout_ms) if rsp.ok.HasField("liveness") else None
-        self._timeout_s = liveness.check_answer(interval_ms, answered)
-        self._acks = liveness.AckTracker(negotiated=answered is not None)
-        self._last_seen = asyncio.get_running_loop().time()
-        if interval_ms:
+        self._conn.opening(ClientDetails.local(token, version=__version__))
+        self._flush()
+        opened = await asyncio.wait_for(asyncio.shield(self._opened), self.options.operation_timeout_s)
+        self.client_id, self.server = opened.client_id, opened.server
+        if self._conn.heartbeat_interval_ms:
             self._spawn(self._heartbeats())
 
     # ---- public API ----
@@ -86,18 +74,14 @@ class ControlChannel(asyncio.Protocol):
         """
         props = properties or TunnelProperties(**fields)
         request_id = str(uuid.uuid4())
-        future: asyncio.Future[pb.Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[events.TunnelOpened] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            self._send(messages.open_tunnel_req(request_id, props))
-            rsp = (await asyncio.wait_for(future, self.options.operation_timeout_s)).open_tunnel_rsp
+            self._write(lambda conn: conn.open_tunnel(request_id, props))
+            opened = await asyncio.wait_for(future, self.options.operation_timeout_s)
         finally:
             self._pending.pop(request_id, None)
-        if rsp.WhichOneof("payload") == "error":
-            raise EngineRejected(*messages.error_from_pb(rsp.error))
-        tunnel = Tunnel(self, TunnelProperties.from_pb(rsp.tunnel_properties))
-        if not tunnel.properties.id:
-            raise ProtocolViolation("engine returned a tunnel without an id")
+        tunnel = Tunnel(self, opened.properties)
         self.tunnels[tunnel.id] = tunnel
         return tunnel
 
@@ -109,7 +93,7 @@ class ControlChannel(asyncio.Protocol):
         if future is None:
             future = asyncio.get_running_loop().create_future()
             self._closing[tunnel_id] = future
-            self._send(messages.close_tunnel_req(tunnel_id))
+            self._write(lambda conn: conn.close_tunnel(tunnel_id))
         await asyncio.wait_for(asyncio.shield(future), self.options.operation_timeout_s)
 
     @property
@@ -125,7 +109,7 @@ class ControlChannel(asyncio.Protocol):
         the connection to be gone (a TLS close is a round trip; returning earlier would leak it)."""
         if not self.closed:
             with contextlib.suppress(PortwayError):
-                self._send(messages.close_control_channel_req())
+                self._write(lambda conn: conn.closing())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._done), CLOSE_TIMEOUT_S)
             self._finish(None)
@@ -154,49 +138,54 @@ class ControlChannel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self._decoder.feed(data)
+            found = self._conn.receive_data(data, asyncio.get_running_loop().time())
         except WireError as error:
             self._finish(error)
             return
-        self._last_seen = asyncio.get_running_loop().time()
-        for frame in frames:
-            try:
-                self._handle(frame)
-            except WireError as error:
-                self._finish(error)
-                return
+        for event in found:
+            self._handle(event)
 
-    def _handle(self, frame: pb.Message) -> None:
-        which = frame.WhichOneof("payload")
-        if which == "open_control_channel_rsp":
-            if not self._opened.done():
-                self._opened.set_result(frame)
-        elif which == "open_tunnel_rsp":
-            pending = self._pending.get(frame.open_tunnel_rsp.request_id)
-            if pending is not None and not pending.done():
-                pending.set_result(frame)
-        elif which == "close_tunnel_rsp":
-            tunnel = self.tunnels.pop(frame.close_tunnel_rsp.tunnel_id, None)
-            if tunnel is not None:
-                tunnel.mark_closed()
-            closing = self._closing.pop(frame.close_tunnel_rsp.tunnel_id, None)
-            if closing is not None and not closing.done():
-                closing.set_result(None)
-        elif which == "proxy_conn_req":
-            self._schedule(frame.proxy_conn_req)
-        elif which == "heartbeat":
-            self._acks.acknowledgement(frame.heartbeat.sequence, frame.heartbeat.acknowledgement)
-        elif which == "close_control_channel_rsp":
-            self._finish(None)
-        elif which == "server_message":
-            log.info("engine says: %s", frame.server_message.message[:512])
-        else:
-            raise ProtocolViolation(f"unexpected {which} on the control channel")
+    def _handle(self, event: events.AgentEvent) -> None:
+        match event:
+            case events.StreamRequested():
+                self._schedule(event)
+            case events.TunnelOpened(request_id) | events.TunnelRefused(request_id):
+                pending = self._pending.get(request_id)
+                if pending is None or pending.done():
+                    return
+                if isinstance(event, events.TunnelOpened):
+                    pending.set_result(event)
+                else:
+                    pending.set_exception(EngineRejected(event.code, event.reason))
+            case events.TunnelClosed(tunnel_id):
+                tunnel = self.tunnels.pop(tunnel_id, None)
+                if tunnel is not None:
+                    tunnel.mark_closed()
+                closing = self._closing.pop(tunnel_id, None)
+                if closing is not None and not closing.done():
+                    closing.set_result(None)
+            case events.ControlOpened():
+                if not self._opened.done():
+                    self._opened.set_result(event)
+            case events.ControlRefused(code, reason):
+                if not self._opened.done():
+                    self._opened.set_exception(EngineRejected(code, reason))
+            case events.ChannelClosed():
+                self._finish(None)
+            case events.ServerSaid(text):
+                log.info("engine says: %s", text[:512])
 
-    def _send(self, message: pb.Message) -> None:
+    def _write(self, queue: Callable[[AgentControlConnection], None]) -> None:
+        """Queue a frame on the protocol core and send it; raises `ClosedError` once the channel ended."""
         if self.closed or self.transport is None or self.transport.is_closing():
             raise ClosedError("control channel is closed")
-        self.transport.write(encode_frame(message))
+        queue(self._conn)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
@@ -207,31 +196,28 @@ class ControlChannel(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         while not self.closed:
             await asyncio.sleep(self.options.heartbeat_interval_s)
-            if self._timeout_s and loop.time() - self._last_seen > self._timeout_s:
+            if self._conn.expired(loop.time()):
                 self._finish(ClosedError("engine stopped answering heartbeats"))
                 return
             with contextlib.suppress(ClosedError):
-                sequence = self._acks.next_sequence()
-                self._send(messages.heartbeat(sequence))
+                self._write(lambda conn: conn.heartbeat())
 
     # ---- streams ----
 
-    def _schedule(self, req: pb.ProxyConnReq) -> None:
+    def _schedule(self, req: events.StreamRequested) -> None:
         if self._active < self.options.max_active_streams:
             self._active += 1
             self._spawn(self._serve_stream(req))
         elif len(self._queue) < self.options.max_queued_streams:
-            copy = pb.ProxyConnReq()
-            copy.CopyFrom(req)
-            self._queue.append(copy)
+            self._queue.append(req)
         else:
             self._reply(req.stream_id, (ErrorCode.CAPACITY_EXHAUSTED, "agent is at its stream limit"))
 
     def _reply(self, stream_id: str, error: tuple[ErrorCode, str] | None = None) -> None:
         with contextlib.suppress(ClosedError):
-            self._send(messages.proxy_conn_rsp(stream_id, error))
+            self._write(lambda conn: conn.stream_answered(stream_id, error))
 
-    async def _serve_stream(self, req: pb.ProxyConnReq) -> None:
+    async def _serve_stream(self, req: events.StreamRequested) -> None:
         try:
             await self._open_stream(req)
         except asyncio.CancelledError:
@@ -250,13 +236,12 @@ class ControlChannel(asyncio.Protocol):
                 self._active += 1
                 self._spawn(self._serve_stream(self._queue.popleft()))
 
-    async def _open_stream(self, req: pb.ProxyConnReq) -> None:
+    async def _open_stream(self, req: events.StreamRequested) -> None:
         tunnel = self.tunnels.get(req.tunnel_id)
         if tunnel is None or tunnel.closed:
             self._reply(req.stream_id, (ErrorCode.TUNNEL_NOT_FOUND, "tunnel is not open on this agent"))
             return
-        secret = req.secret.value if req.HasField("secret") else None
-        details = ClientDetails.local(secret, version=__version__)
+        details = ClientDetails.local(req.secret, version=__version__)
         first = messages.proxy_req(details, req.stream_id, self.options.zero_rtt)
         target = tunnel.target
         reply = None if self.options.zero_rtt else "proxy_rsp"
@@ -274,7 +259,7 @@ class ControlChannel(asyncio.Protocol):
             return
         stream = await open_stream(self.dialer, first, reply)
         stream.stream_id = req.stream_id
-        stream.source_ip = messages.ip_from_pb(req.source_ip) if req.HasField("source_ip") else None
+        stream.source_ip = req.source_ip
         if not tunnel.deliver(stream):
             await stream.close()
             self._reply(req.stream_id, (ErrorCode.INVALID_STREAM, "tunnel is not accepting streams"))

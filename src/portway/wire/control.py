@@ -13,7 +13,7 @@ from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import ErrorCode
 from portway.wire.errors import ProtocolViolation
 from portway.wire.framing import FrameDecoder, encode_frame
-from portway.wire.messages import ServerDetails, TunnelProperties
+from portway.wire.messages import ClientDetails, ServerDetails, TunnelProperties
 
 
 class EngineControlConnection:
@@ -112,3 +112,99 @@ class EngineControlConnection:
     def told(self, text: str) -> None:
         """A free-text ServerMessage the agent logs (e.g. why the channel is about to close)."""
         self._send(messages.server_message(text))
+
+
+class AgentControlConnection:
+    """One control channel, agent side: `opening()` first, then feed bytes and act on events."""
+
+    def __init__(self, *, heartbeat_interval_ms: int | None, now: float) -> None:
+        self.heartbeat_interval_ms = heartbeat_interval_ms or None
+        self._decoder = FrameDecoder()
+        self._out: list[bytes] = []
+        self._acks = liveness.AckTracker(negotiated=False)
+        self.timeout_s = 0.0
+        self._last_seen = now
+
+    def opening(self, details: ClientDetails) -> None:
+        """Queue the OpenControlChannelReq (with the heartbeat interval when heartbeats are on)."""
+        self._send(messages.open_control_channel_req(details, self.heartbeat_interval_ms))
+
+    def receive_data(self, data: bytes, now: float) -> list[events.AgentEvent]:
+        """Decode what arrived; raises `WireError` when the engine broke the protocol (close the channel)."""
+        frames = self._decoder.feed(data)
+        if frames:
+            self._last_seen = now
+        found: list[events.AgentEvent] = []
+        for frame in frames:
+            event = self._handle(frame)
+            if event is not None:
+                found.append(event)
+        return found
+
+    def _handle(self, frame: pb.Message) -> events.AgentEvent | None:
+        which = frame.WhichOneof("payload")
+        if which == "heartbeat":
+            self._acks.acknowledgement(frame.heartbeat.sequence, frame.heartbeat.acknowledgement)
+            return None
+        if which == "proxy_conn_req":
+            req = frame.proxy_conn_req
+            return events.StreamRequested(
+                req.tunnel_id, req.stream_id, req.secret.value if req.HasField("secret") else None,
+                messages.ip_from_pb(req.source_ip) if req.HasField("source_ip") else None)
+        if which == "open_tunnel_rsp":
+            rsp = frame.open_tunnel_rsp
+            if rsp.WhichOneof("payload") == "error":
+                return events.TunnelRefused(rsp.request_id, *messages.error_from_pb(rsp.error))
+            props = TunnelProperties.from_pb(rsp.tunnel_properties)
+            if not props.id:
+                raise ProtocolViolation("engine returned a tunnel without an id")
+            return events.TunnelOpened(rsp.request_id, props)
+        if which == "close_tunnel_rsp":
+            return events.TunnelClosed(frame.close_tunnel_rsp.tunnel_id)
+        if which == "open_control_channel_rsp":
+            return self._opened(frame.open_control_channel_rsp)
+        if which == "close_control_channel_rsp":
+            return events.ChannelClosed()
+        if which == "server_message":
+            return events.ServerSaid(frame.server_message.message)
+        raise ProtocolViolation(f"unexpected {which} on the control channel")
+
+    def _opened(self, rsp: pb.OpenControlChannelRsp) -> events.AgentEvent:
+        if rsp.WhichOneof("payload") == "error":
+            return events.ControlRefused(*messages.error_from_pb(rsp.error))
+        lv = rsp.ok.liveness
+        answered = (lv.heartbeat_interval_ms, lv.heartbeat_timeout_ms) if rsp.ok.HasField("liveness") else None
+        self.timeout_s = liveness.check_answer(self.heartbeat_interval_ms, answered)
+        self._acks = liveness.AckTracker(negotiated=answered is not None)
+        return events.ControlOpened(rsp.ok.client_id, ServerDetails.from_pb(rsp.ok.server_details), self.timeout_s)
+
+    def expired(self, now: float) -> bool:
+        """True once the engine has been silent longer than the negotiated timeout."""
+        return bool(self.timeout_s) and now - self._last_seen > self.timeout_s
+
+    # ---- output ----
+
+    def data_to_send(self) -> bytes:
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def _send(self, message: pb.Message) -> None:
+        self._out.append(encode_frame(message))
+
+    def heartbeat(self) -> None:
+        """Queue the next heartbeat: numbered when liveness was negotiated, empty (legacy) otherwise."""
+        self._send(messages.heartbeat(self._acks.next_sequence()))
+
+    def open_tunnel(self, request_id: str, props: TunnelProperties) -> None:
+        self._send(messages.open_tunnel_req(request_id, props))
+
+    def close_tunnel(self, tunnel_id: str) -> None:
+        self._send(messages.close_tunnel_req(tunnel_id))
+
+    def stream_answered(self, stream_id: str, error: tuple[ErrorCode, str] | None = None) -> None:
+        """ProxyConnRsp: the stream is served (no error) or could not be."""
+        self._send(messages.proxy_conn_rsp(stream_id, error))
+
+    def closing(self) -> None:
+        self._send(messages.close_control_channel_req())
