@@ -23,9 +23,9 @@ from portway.pipe import Pipe, splice
 from portway.wire import messages
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import ErrorCode
-from portway.wire.errors import WireError
-from portway.wire.framing import FrameDecoder, encode_frame
-from portway.wire.messages import ClientDetails
+from portway.wire.data import ControlRequested, DialRequested, FirstFrameReader, ProxyRequested
+from portway.wire.errors import FrameError, WireError
+from portway.wire.framing import encode_frame
 
 log = logging.getLogger("portway.engine.agent")
 
@@ -41,7 +41,7 @@ class AgentConnection(asyncio.Protocol):
     def __init__(self, ctx: EngineContext) -> None:
         self.ctx = ctx
         self.transport: asyncio.Transport | None = None
-        self._decoder = FrameDecoder()
+        self._reader = FirstFrameReader()
         self._timer: asyncio.TimerHandle | None = None
         self._done = False
         self._peer = "?"
@@ -60,14 +60,24 @@ class AgentConnection(asyncio.Protocol):
         if self._done:
             return
         try:
-            frames = self._decoder.feed(data, limit=1)
-        except WireError as error:
+            first = self._reader.receive_data(data)
+        except FrameError as error:
             self._refuse(f"bad first frame: {error}")
             return
-        if not frames:
+        except WireError as error:
+            self._refuse(str(error))
+            return
+        if first is None:
             return
         self._finish()
-        self._dispatch(frames[0], self._decoder.take_rest())
+        rest = self._reader.rest()
+        match first:
+            case ControlRequested():
+                self._open_control(first, rest)
+            case ProxyRequested():
+                self._proxy(first, rest)
+            case DialRequested():
+                self._stream(first, rest)
 
     def eof_received(self) -> bool:
         if not self._done:
@@ -92,19 +102,8 @@ class AgentConnection(asyncio.Protocol):
             self.transport.write(encode_frame(reply))
         self.transport.close()
 
-    def _dispatch(self, frame: pb.Message, rest: bytes) -> None:
-        which = frame.WhichOneof("payload")
-        if which == "open_control_channel_req":
-            self._open_control(frame.open_control_channel_req, rest)
-        elif which == "proxy_req":
-            self._proxy(frame.proxy_req, rest)
-        elif which == "stream_req":
-            self._stream(frame.stream_req, rest)
-        else:
-            self._refuse(f"unexpected first frame {which}")
-
-    def _open_control(self, req: pb.OpenControlChannelReq, rest: bytes) -> None:
-        details = ClientDetails.from_pb(req.client_details)
+    def _open_control(self, req: ControlRequested, rest: bytes) -> None:
+        details = req.details
         if len(self.ctx.sessions) >= self.ctx.config.limits.max_control_channels:
             self._refuse("control channel limit reached", messages.open_control_channel_error(
                 ErrorCode.CAPACITY_EXHAUSTED, "this engine serves no more control channels"))
@@ -115,14 +114,12 @@ class AgentConnection(asyncio.Protocol):
             self._refuse(f"control channel unauthorized: {error}",
                          messages.open_control_channel_error(ErrorCode.UNAUTHORIZED, str(error)))
             return
-        interval = req.liveness.heartbeat_interval_ms if req.HasField("liveness") else None
         assert self.transport is not None
-        AgentSession(self.ctx, principal, details, self._peer).start(self.transport, interval, rest)
+        AgentSession(self.ctx, principal, details, self._peer).start(self.transport, req.heartbeat_interval_ms, rest)
 
-    def _proxy(self, req: pb.ProxyReq, rest: bytes) -> None:
-        zero_rtt = req.zero_rtt.value if req.HasField("zero_rtt") else True
-        secret = req.client_details.token.value if req.client_details.HasField("token") else None
-        pending = self.ctx.broker.claim(req.stream_id, secret)
+    def _proxy(self, req: ProxyRequested, rest: bytes) -> None:
+        zero_rtt = req.zero_rtt
+        pending = self.ctx.broker.claim(req.stream_id, req.secret)
         if pending is None:
             reply = None if zero_rtt else messages.proxy_rsp((ErrorCode.INVALID_STREAM, "unknown or expired stream"))
             self._refuse(f"ProxyReq for unknown, expired or already used stream {req.stream_id[:32]!r}", reply)
@@ -135,9 +132,9 @@ class AgentConnection(asyncio.Protocol):
             log.info("stream %s: the visitor left before the agent connected", req.stream_id)
             pipe.close()
 
-    def _stream(self, req: pb.StreamReq, rest: bytes) -> None:
-        zero_rtt = req.zero_rtt.value if req.HasField("zero_rtt") else True
-        details = ClientDetails.from_pb(req.client_details)
+    def _stream(self, req: DialRequested, rest: bytes) -> None:
+        zero_rtt = req.zero_rtt
+        details = req.details
 
         def refuse(code: ErrorCode, text: str) -> None:
             self._refuse(f"private dial refused: {text}", None if zero_rtt else messages.stream_rsp_error(code, text))
@@ -147,12 +144,12 @@ class AgentConnection(asyncio.Protocol):
         except AuthError as error:
             refuse(ErrorCode.UNAUTHORIZED, str(error))
             return
-        if req.HasField("datagram_channel") and req.datagram_channel.value:
+        if req.datagram_channel:
             refuse(ErrorCode.FEATURE_NOT_AVAILABLE, "datagram channels need the QUIC transport")
             return
-        tunnel = self.ctx.registry.dial_target(req.tunnel_id_name)
+        tunnel = self.ctx.registry.dial_target(req.tunnel)
         if tunnel is None:
-            refuse(ErrorCode.TUNNEL_NOT_FOUND, f"no tunnel named {req.tunnel_id_name[:128]!r}")
+            refuse(ErrorCode.TUNNEL_NOT_FOUND, f"no tunnel named {req.tunnel[:128]!r}")
             return
         assert self.transport is not None
         dialer = Pipe.adopt(self.transport, rest)
