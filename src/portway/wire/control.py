@@ -1,12 +1,15 @@
-"""Sans-IO engine side of a control channel (protocol facts §2.4, §2.5, §2.9).
+"""Sans-IO control channel, both ends (protocol facts §2.4, §2.5, §2.9).
 
-Created once the engine accepted an `OpenControlChannelReq`. The shell feeds received bytes with
+`EngineControlConnection` is created once the engine accepted an `OpenControlChannelReq`;
+`AgentControlConnection` starts with `opening()`. For both, the shell feeds received bytes with
 `receive_data(data, now)`, acts on the returned events, sends `data_to_send()`, and closes the channel
 when `receive_data` raises a `WireError` (its `code` says why) or when `expired(now)` turns true.
 Heartbeats are answered here; nothing in this module touches a socket or a clock.
 """
 
 from __future__ import annotations
+
+from typing import Generic, TypeVar
 
 from portway.wire import events, liveness, messages
 from portway.wire._pb import rstream_pb2 as pb
@@ -15,34 +18,59 @@ from portway.wire.errors import ProtocolViolation
 from portway.wire.framing import FrameDecoder, encode_frame
 from portway.wire.messages import ClientDetails, ServerDetails, TunnelProperties
 
+E = TypeVar("E")
 
-class EngineControlConnection:
+
+class _FrameChannel(Generic[E]):
+    """What both ends share: frames in → events (via `_handle`), frames queued out, any frame a sign of life."""
+
+    def __init__(self) -> None:
+        self._decoder = FrameDecoder()
+        self._out: list[bytes] = []
+
+    def receive_data(self, data: bytes, now: float) -> list[E]:
+        """Decode what arrived and return the events to act on, in order.
+
+        Raises `WireError` (a bad frame, an unexpected message, a liveness rule broken): the channel must
+        then be closed. Events decoded before the bad frame are not returned.
+        """
+        frames = self._decoder.feed(data)
+        if frames:
+            self._alive(now)
+        found: list[E] = []
+        for frame in frames:
+            event = self._handle(frame)
+            if event is not None:
+                found.append(event)
+        return found
+
+    def data_to_send(self) -> bytes:
+        """Everything queued since the last call; b"" when there is nothing to send."""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def _send(self, message: pb.Message) -> None:
+        self._out.append(encode_frame(message))
+
+    def _alive(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _handle(self, frame: pb.Message) -> E | None:
+        raise NotImplementedError
+
+
+class EngineControlConnection(_FrameChannel[events.ControlEvent]):
     """One control channel, engine side. Methods named after facts queue the frame that reports them."""
 
     def __init__(self, *, requested_interval_ms: int | None, timeout_ms: int, now: float) -> None:
         self.liveness = liveness.negotiate(requested_interval_ms, timeout_ms=timeout_ms)
         timeout_s = (self.liveness[1] if self.liveness else timeout_ms) / 1000
         self._monitor = liveness.LivenessMonitor(timeout_s=timeout_s, last_seen=now)
-        self._decoder = FrameDecoder()
-        self._out: list[bytes] = []
+        super().__init__()
 
-    # ---- input ----
-
-    def receive_data(self, data: bytes, now: float) -> list[events.ControlEvent]:
-        """Decode what arrived and return the events to act on, in order.
-
-        Raises `WireError` (a bad frame, an unexpected message, a heartbeat that does not increase):
-        the channel must then be closed. Events decoded before the bad frame are not returned.
-        """
-        frames = self._decoder.feed(data)
-        if frames:
-            self._monitor.received(now)
-        found: list[events.ControlEvent] = []
-        for frame in frames:
-            event = self._handle(frame)
-            if event is not None:
-                found.append(event)
-        return found
+    def _alive(self, now: float) -> None:
+        self._monitor.received(now)
 
     def _handle(self, frame: pb.Message) -> events.ControlEvent | None:
         which = frame.WhichOneof("payload")
@@ -83,15 +111,6 @@ class EngineControlConnection:
 
     # ---- output ----
 
-    def data_to_send(self) -> bytes:
-        """Everything queued since the last call; b"" when there is nothing to send."""
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
-
-    def _send(self, message: pb.Message) -> None:
-        self._out.append(encode_frame(message))
-
     def accepted(self, client_id: str, server: ServerDetails) -> None:
         """Answer the OpenControlChannelReq, with the negotiated liveness when the agent asked for it."""
         self._send(messages.open_control_channel_ok(client_id, server, self.liveness))
@@ -114,13 +133,12 @@ class EngineControlConnection:
         self._send(messages.server_message(text))
 
 
-class AgentControlConnection:
+class AgentControlConnection(_FrameChannel[events.AgentEvent]):
     """One control channel, agent side: `opening()` first, then feed bytes and act on events."""
 
     def __init__(self, *, heartbeat_interval_ms: int | None, now: float) -> None:
+        super().__init__()
         self.heartbeat_interval_ms = heartbeat_interval_ms or None
-        self._decoder = FrameDecoder()
-        self._out: list[bytes] = []
         self._acks = liveness.AckTracker(negotiated=False)
         self.timeout_s = 0.0
         self._last_seen = now
@@ -129,17 +147,8 @@ class AgentControlConnection:
         """Queue the OpenControlChannelReq (with the heartbeat interval when heartbeats are on)."""
         self._send(messages.open_control_channel_req(details, self.heartbeat_interval_ms))
 
-    def receive_data(self, data: bytes, now: float) -> list[events.AgentEvent]:
-        """Decode what arrived; raises `WireError` when the engine broke the protocol (close the channel)."""
-        frames = self._decoder.feed(data)
-        if frames:
-            self._last_seen = now
-        found: list[events.AgentEvent] = []
-        for frame in frames:
-            event = self._handle(frame)
-            if event is not None:
-                found.append(event)
-        return found
+    def _alive(self, now: float) -> None:
+        self._last_seen = now
 
     def _handle(self, frame: pb.Message) -> events.AgentEvent | None:
         which = frame.WhichOneof("payload")
@@ -183,14 +192,6 @@ class AgentControlConnection:
         return bool(self.timeout_s) and now - self._last_seen > self.timeout_s
 
     # ---- output ----
-
-    def data_to_send(self) -> bytes:
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
-
-    def _send(self, message: pb.Message) -> None:
-        self._out.append(encode_frame(message))
 
     def heartbeat(self) -> None:
         """Queue the next heartbeat: numbered when liveness was negotiated, empty (legacy) otherwise."""
