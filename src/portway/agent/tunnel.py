@@ -34,7 +34,6 @@ class Tunnel:
         self._queue: asyncio.Queue[Stream | None] = asyncio.Queue(ACCEPT_QUEUE)
         self._closed = asyncio.Event()
         self.streams = 0
-        self.active_streams = 0
 
     @property
     def id(self) -> str:

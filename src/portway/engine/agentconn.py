@@ -162,13 +162,11 @@ class AgentConnection(asyncio.Protocol):
         try:
             agent = await self.ctx.broker.open_stream(tunnel, self._peer, stream_id)
         except StreamFailed as error:
-            self.ctx.counters.streams_failed += 1
             log.info("private dial of tunnel %s failed: %s", tunnel.id, error.reason)
             if dialer.transport is not None and not zero_rtt:
                 dialer.transport.write(encode_frame(messages.stream_rsp_error(error.code, error.reason)))
             dialer.close()
             return
-        self.ctx.counters.streams_opened += 1
         if dialer.transport is not None and not zero_rtt:
             dialer.transport.write(encode_frame(messages.stream_rsp_ok(stream_id)))
         splice(dialer, agent)

@@ -49,6 +49,8 @@ class StreamBroker:
         self._timeout_s = timeout_s
         self._max_pending = max_pending
         self._pending: dict[str, _Pending] = {}
+        self.streams_opened = 0  # every stream of every edge and dial passes here: counted once
+        self.streams_failed = 0
 
     @property
     def pending(self) -> int:
@@ -61,6 +63,7 @@ class StreamBroker:
         SERVICE_UNAVAILABLE when the agent refused or did not answer in time.
         """
         if len(self._pending) >= self._max_pending:
+            self.streams_failed += 1
             raise StreamFailed(ErrorCode.CAPACITY_EXHAUSTED, "too many streams are being set up")
         stream_id = stream_id or new_stream_id()
         secret = secrets.token_urlsafe(24)
@@ -69,13 +72,19 @@ class StreamBroker:
         try:
             tunnel.owner.request_stream(tunnel.id, stream_id, secret, source_ip)
             tunnel.streams_opened += 1
-            return await asyncio.wait_for(future, self._timeout_s)
+            pipe = await asyncio.wait_for(future, self._timeout_s)
         except TimeoutError:
+            self.streams_failed += 1
             raise StreamFailed(ErrorCode.SERVICE_UNAVAILABLE, "the agent did not open the stream in time") from None
+        except StreamFailed:
+            self.streams_failed += 1
+            raise
         finally:
             self._pending.pop(stream_id, None)
             if not future.done():
                 future.cancel()
+        self.streams_opened += 1
+        return pipe
 
     def claim(self, stream_id: str, secret: str | None) -> _Pending | None:
         """Take the pending stream a `ProxyReq` names, if its secret matches; each secret works once."""

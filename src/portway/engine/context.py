@@ -78,8 +78,6 @@ class Counters:
     """Plain counters for logs, tests and the later metrics endpoint."""
 
     control_channels: int = 0
-    streams_opened: int = 0
-    streams_failed: int = 0
     rejected_connections: int = 0
 
 

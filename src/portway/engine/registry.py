@@ -39,10 +39,6 @@ class Tunnel:
         return self.props.id
 
 
-class Conflict(Exception):
-    """A name, hostname or port is held by a tunnel of another credential."""
-
-
 class Registry:
     """Indexes of live tunnels by id, name, hostname and TCP port."""
 

@@ -144,9 +144,6 @@ class Engine:
         await _drain_streams(ctx, deadline)
         log.info("engine stopped")
 
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
-
     async def __aenter__(self) -> Engine:
         await self.start()
         return self

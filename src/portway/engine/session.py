@@ -46,7 +46,6 @@ class AgentSession(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self._opening = 0  # OpenTunnelReqs being served: they count against the tunnel limit
         self._closed = False
-        self.log = logging.LoggerAdapter(log, {"client_id": self.client_id})
 
     # ---- lifecycle ----
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 
 import httptools
 
@@ -70,7 +69,6 @@ class HttpEdge(Pipe):
         self._raw = False
         self._local = False
         self._failed = False
-        self._started = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
 
@@ -133,7 +131,6 @@ class HttpEdge(Pipe):
         self._accept = None
         self._forwarded_for = None
         self._head_bytes = 0
-        self._started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -228,7 +225,6 @@ class HttpEdge(Pipe):
         try:
             agent = await self.ctx.broker.open_stream(tunnel, self.source_ip)
         except StreamFailed as error:
-            self.ctx.counters.streams_failed += 1
             status = 503 if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED) else 502
             if error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
                 status = 504
@@ -236,7 +232,6 @@ class HttpEdge(Pipe):
             self._fail(status, "the tunnel's agent is unavailable" if status != 502
                        else "the agent could not reach the service behind this tunnel")
             return
-        self.ctx.counters.streams_opened += 1
         if self.closed:
             agent.close()
             return

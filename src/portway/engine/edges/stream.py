@@ -17,10 +17,8 @@ async def connect_visitor(ctx: EngineContext, tunnel: Tunnel, visitor: Pipe, sou
     try:
         agent = await ctx.broker.open_stream(tunnel, source_ip)
     except StreamFailed as error:
-        ctx.counters.streams_failed += 1
         log.info("tunnel %s: stream for %s failed: %s", tunnel.id, source_ip, error.reason)
         visitor.close()
         return
-    ctx.counters.streams_opened += 1
     splice(visitor, agent)
     ctx.streams.add(visitor, agent)
