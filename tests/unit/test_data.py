@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from portway.errors import EngineRejected
 from portway.wire import messages
 from portway.wire._pb import rstream_pb2 as pb
-from portway.wire.data import ControlRequested, DialRequested, FirstFrameReader, ProxyRequested
+from portway.wire.codes import ErrorCode
+from portway.wire.data import ControlRequested, DialRequested, FirstFrameReader, ProxyRequested, check_reply
 from portway.wire.errors import FrameError, FrameTooLarge, ProtocolViolation
 from portway.wire.framing import encode_frame
 from portway.wire.messages import ClientDetails
@@ -75,3 +77,13 @@ def test_garbage_and_oversize_first_frames() -> None:
         FirstFrameReader().receive_data((65_536).to_bytes(4, "big"))
     with pytest.raises(FrameError):
         FirstFrameReader().receive_data(b"\x00\x00\x00\x03\xff\xff\xff")
+
+
+def test_check_reply_rules() -> None:
+    check_reply(messages.stream_rsp_ok("s"), "stream_rsp")
+    check_reply(messages.proxy_rsp(), "proxy_rsp")
+    with pytest.raises(EngineRejected) as refused:
+        check_reply(messages.stream_rsp_error(ErrorCode.TUNNEL_NOT_FOUND, "no such tunnel"), "stream_rsp")
+    assert refused.value.code == ErrorCode.TUNNEL_NOT_FOUND
+    with pytest.raises(ProtocolViolation, match="expected proxy_rsp"):
+        check_reply(messages.heartbeat(), "proxy_rsp")

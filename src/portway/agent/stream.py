@@ -12,11 +12,11 @@ from typing import TypeVar
 
 from portway import tls
 from portway.agent.options import AgentOptions
-from portway.errors import ClosedError, EngineRejected, TransportError
+from portway.errors import ClosedError, TransportError
 from portway.pipe import Pipe
-from portway.wire import messages
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.codes import MAX_FRAME_BYTES
+from portway.wire.data import check_reply
 from portway.wire.errors import FrameTooLarge, WireError
 from portway.wire.framing import FrameDecoder, PacketDecoder, decode_message, encode_frame, encode_packet
 
@@ -138,7 +138,7 @@ async def open_stream(dialer: EngineDialer, first: pb.Message, reply: str | None
         writer.write(encode_frame(first))
         if reply is not None:
             frame = await asyncio.wait_for(_read_frame(reader), dialer.options.operation_timeout_s)
-            _check_reply(frame, reply)
+            check_reply(frame, reply)
     except BaseException:
         await stream.close()
         raise
@@ -156,14 +156,6 @@ async def _read_frame(reader: asyncio.StreamReader) -> pb.Message:
     except asyncio.IncompleteReadError as error:
         raise ClosedError("engine closed the connection") from error
 
-
-def _check_reply(frame: pb.Message, expected: str) -> None:
-    which = frame.WhichOneof("payload")
-    if which != expected:
-        raise WireError(f"engine answered {which}, expected {expected}")
-    body = getattr(frame, expected)
-    if body.HasField("error"):
-        raise EngineRejected(*messages.error_from_pb(body.error))
 
 
 class _ReplyPipe(Pipe):
@@ -208,7 +200,7 @@ async def open_pipe(dialer: EngineDialer, first: pb.Message, reply: str | None =
     pipe.transport.write(encode_frame(first))
     if reply is not None:
         try:
-            _check_reply(await asyncio.wait_for(pipe.reply, dialer.options.operation_timeout_s), reply)
+            check_reply(await asyncio.wait_for(pipe.reply, dialer.options.operation_timeout_s), reply)
         except BaseException:
             pipe.abort()
             raise

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from portway.errors import EngineRejected
+from portway.wire import messages
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.errors import ProtocolViolation
 from portway.wire.framing import FrameDecoder
@@ -78,3 +80,16 @@ class FirstFrameReader:
     def rest(self) -> bytes:
         """The bytes that followed the first frame (call once, after it was returned)."""
         return self._decoder.take_rest()
+
+
+def check_reply(frame: pb.Message, expected: str) -> None:
+    """Dialer side, without zero-RTT: the engine must answer `expected` (proxy_rsp or stream_rsp).
+
+    Raises `ProtocolViolation` for another message and `EngineRejected` when the reply carries an error.
+    """
+    which = frame.WhichOneof("payload")
+    if which != expected:
+        raise ProtocolViolation(f"engine answered {which}, expected {expected}")
+    body = getattr(frame, expected)
+    if body.HasField("error"):
+        raise EngineRejected(*messages.error_from_pb(body.error))
