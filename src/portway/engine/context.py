@@ -9,7 +9,7 @@ import asyncio
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
@@ -75,10 +75,22 @@ class OpenStreams:
 
 @dataclass(slots=True)
 class Counters:
-    """Plain counters for logs, tests and the later metrics endpoint."""
+    """Plain event counters, written on the hot paths and read by the metrics endpoint at scrape time
+    (so counting costs an integer add, and nothing is computed unless someone scrapes)."""
 
     control_channels: int = 0
     rejected_connections: int = 0
+    # Visitors refused by a tunnel's edge policy, by (tunnel protocol, reason): reason is one of
+    # "token_auth", "trusted_ips", "geoip", "mtls_auth".
+    policy_denials: dict[tuple[str, str], int] = field(default_factory=dict)
+    # HTTP responses sent to visitors, by status code (the upstream's or the edge's own error pages).
+    http_responses: dict[int, int] = field(default_factory=dict)
+    # Bytes of stream connections that have closed, by direction; open ones are summed at scrape time.
+    bytes_from_visitors: int = 0
+    bytes_to_visitors: int = 0
+
+    def count(self, table: dict[Any, int], key: Any) -> None:
+        table[key] = table.get(key, 0) + 1
 
 
 @dataclass(slots=True)
