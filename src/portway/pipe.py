@@ -133,6 +133,18 @@ class Pipe(asyncio.Protocol):
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def hand_over(self, successor: Pipe) -> None:
+        """Make `successor` (not yet connected) the protocol of this pipe's connection, with its state
+        and the bytes held before a splice: an edge that must follow what it relays (HTTP responses)
+        takes the agent's pipe over this way. This pipe is left without a transport."""
+        successor.transport, self.transport = self.transport, None
+        successor.bytes_in, successor.closed, successor._eof = self.bytes_in, self.closed, self._eof
+        successor._backlog, self._backlog = self._backlog, []
+        successor._backlog_bytes, self._backlog_bytes = self._backlog_bytes, 0
+        successor._writing_paused = self._writing_paused
+        if successor.transport is not None and not self.closed:
+            successor.transport.set_protocol(successor)
+
     def notify_close(self, callback: Callable[[Pipe], None]) -> None:
         """Call `callback(self)` once the connection is lost (at once if it already is); one per pipe."""
         if self.closed:

@@ -1,10 +1,11 @@
 """HTTP/1.1 edge: route each visitor connection by Host to an http tunnel, streaming both ways.
 
-Requests are parsed (httptools) so their heads can be rewritten — `X-Forwarded-For/Proto/Host` —
-and bodies stream through without being buffered whole. Responses from the agent are relayed as raw
-bytes: the stream to the agent is bound to the visitor's connection for its whole keep-alive life,
-so HTTP/1.1 framing stays intact. An `Upgrade` (WebSocket) or `CONNECT` switches the connection to
-raw relaying after the head. Requests for the engine's own host are answered locally.
+Requests are parsed (httptools) so their heads can be checked (`h1rules`) and rewritten, and bodies
+stream through without being buffered whole (chunked bodies are re-chunked). The stream to the agent
+is bound to the visitor's connection for its whole keep-alive life, and responses are relayed as raw
+bytes — framing stays the upstream's — while a second httptools parser follows them, to log, count
+and time each exchange and to see a `101` or a `2xx` to CONNECT, after which both directions become
+raw. Requests for the engine's own host are answered locally.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
+from dataclasses import dataclass
 
 import httptools
 
@@ -22,31 +25,40 @@ from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 from portway.wire.codes import ErrorCode
 
+from .h1rules import MAX_HEAD_BYTES, MAX_LOGGED_TARGET, MAX_TARGET_BYTES, Reject, RequestHead, route_name
 from .pages import error_page, response
 
 log = logging.getLogger("portway.engine.http")
 access_log = logging.getLogger("portway.access")
 
-MAX_HEAD_BYTES = 64 * 1024
-MAX_HEADERS = 100
-# Hop-by-hop headers that concern only the visitor's connection, and forwarding headers the edge sets itself.
-# `Connection` and `Upgrade` pass: the visitor's connection is relayed 1:1, so the upstream must see them.
-_DROPPED = frozenset({b"keep-alive", b"proxy-connection", b"te", b"trailer", b"x-forwarded-proto",
-                      b"x-forwarded-host"})
+# Why the visitor's reading is paused (bits): its stream is being opened; a request waits for the
+# responses before it; bytes after an Upgrade/CONNECT wait for the answer; the agent's transport is
+# full; the connection failed.
+_CONNECTING, _HOLDING, _SWITCHING, _BACKPRESSURE, _FAILED = 1, 2, 4, 8, 16
+# Requests whose response must be alone on the stream: HEAD (the response parser cannot be told that
+# its response has no body, so it gets a fresh parser after the head), CONNECT and Upgrade (the
+# stream may change protocol). Anything pipelined around them waits.
+_PLAIN, _HEAD, _CONNECT, _UPGRADE = range(4)
 
 
-def _route_name(host_header: bytes | None, sni: str | None) -> str:
-    """The hostname a request is for: its Host header without port, else the TLS server name."""
-    if not host_header:
-        return sni or ""
-    host = host_header.decode("latin-1").lower()
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.rsplit(":", 1)[0].rstrip(".")
+@dataclass(slots=True, eq=False)
+class _Exchange:
+    """One request on the connection, from its head until its response ended."""
+
+    method: bytes
+    target: bytes
+    started: float
+    kind: int
+    held: list[bytes] | None = None  # its bytes, while responses before it are still owed
+    status: int = 0
+    request_bytes: int = 0
+    close_after: bool = False  # the connection ends with this response (not keep-alive, declined switch)
 
 
 class HttpEdge(Pipe):
-    """Protocol of one visitor connection (after TLS) on an HTTP surface."""
+    """Protocol of one visitor connection (after TLS) on an HTTP surface.
+
+    Inside httptools callbacks a refusal is raised as `Reject`; everywhere else it is `_fail`."""
 
     def __init__(self, ctx: EngineContext, sni: str | None, scheme: str = "https") -> None:
         super().__init__()
@@ -54,21 +66,34 @@ class HttpEdge(Pipe):
         self.sni = sni
         self.scheme = scheme
         self.source_ip: str | None = None
+        self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._scheme_bytes = scheme.encode()
+        self._head = RequestHead()
         self._url = b""
-        self._lines: list[bytes] = []
-        self._count = 0
-        self._host_header: bytes | None = None
-        self._forwarded_for: bytes | None = None
-        self._head_bytes = 0
-        self._out: list[bytes] = []
+        self._started = 0.0
+        self._in_message = False
+        self._in_head = False
+        self._head_read = 0  # bytes read while a head was incomplete (httptools buffers field values)
+        self._chunked = False
+        self._body_seen = False
+        self._quiet = 0  # chunked-body bytes read without body data: trailers, which httptools buffers
+        self._current: _Exchange | None = None  # the request being received
+        self._exchanges: deque[_Exchange] = deque()  # owed a response, oldest first
+        self._out: list[bytes] = []  # for the agent, before its stream exists
+        self._stash: list[bytes] | None = None  # after an Upgrade/CONNECT, until the upstream answers
+        self._rx_mark = 0  # visitor bytes already accounted to requests
+        self._tx_mark = 0  # agent bytes already accounted to responses
         self._tunnel: Tunnel | None = None
         self._host: str | None = None
-        self._accept: str | None = None
+        self._upstream: _Upstream | None = None
+        self._paused = 0
         self._raw = False
         self._local = False
         self._failed = False
+        self._closing = False
+        self._upstream_gone = False
+        self._deferred: bytes | None = None  # an error page that waits for the responses owed before it
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
 
@@ -82,11 +107,12 @@ class HttpEdge(Pipe):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        while self._exchanges:
+            self._log(self._exchanges.popleft(), error="the connection closed before the response ended")
         super().connection_lost(exc)
 
     def _arm_idle_timer(self) -> None:
-        self._idle_timer = asyncio.get_running_loop().call_later(
-            self.ctx.config.timeouts.http_idle_seconds, self._check_idle)
+        self._idle_timer = self._loop.call_later(self.ctx.config.timeouts.http_idle_seconds, self._check_idle)
 
     def _check_idle(self) -> None:
         """Close a connection on which no byte moved either way for `timeouts.http_idle_seconds`."""
@@ -99,151 +125,291 @@ class HttpEdge(Pipe):
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._raw:
+            upstream = self.peer
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.write(data)
+            return
         if self._failed:
             return
-        if self._raw:
-            self._forward(data)
+        if self._stash is not None:
+            self._stash.append(data)
             return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
-            # Head of an Upgrade/CONNECT request was forwarded; the rest is opaque bytes.
-            self._raw = True
+            # The Upgrade/CONNECT head went upstream; what follows waits for the upstream's answer.
             offset = upgrade.args[0] if upgrade.args else len(data)
-            if offset < len(data):
-                self._forward(data[offset:])
-        except httptools.HttpParserError:
-            self._fail(400, "the request is not valid HTTP/1.1")
+            self._stash = [data[offset:]]
+            self._pause(_SWITCHING)
+            if self._local:
+                self.close()
+            return
+        except httptools.HttpParserCallbackError as error:
+            if not isinstance(error.__context__, Reject):
+                raise
+            self._fail(error.__context__.status, error.__context__.detail)
+            return
+        except httptools.HttpParserError as error:
+            # in a body already on its way upstream (`_current`), the page cannot wait for earlier responses
+            self._fail(400, "the request is not valid HTTP/1.1", f"invalid request: {error}", self._current)
+            return
+        if self._in_head:
+            self._head_read += len(data)
+            if self._head_read > MAX_HEAD_BYTES:
+                self._fail(431, "the request headers are too large")
+        elif self._chunked:
+            self._quiet = 0 if self._body_seen else self._quiet + len(data)
+            self._body_seen = False
+            if self._quiet > MAX_HEAD_BYTES:
+                self._fail(431, "the request trailers are too large", ex=self._current)
+
+    def eof_received(self) -> bool:
+        """The visitor stopped sending: answer what it asked (TLS half-close), then close."""
+        if self._raw:
+            return super().eof_received()
+        self._eof = True
+        if self._in_message or not self._exchanges:
+            return False
+        return self._can_half_close()
 
     def peer_lost(self, peer: Pipe) -> None:
-        if peer.bytes_in == 0 and not self._failed and self.transport is not None:
-            self._fail(502, "the service behind this tunnel closed the connection without answering")
-            return
+        if not self._raw:
+            self._upstream_ended()
         super().peer_lost(peer)
 
-    # ---- httptools callbacks ----
+    # ---- httptools callbacks (request) ----
 
     def on_message_begin(self) -> None:
+        self._head = RequestHead()
         self._url = b""
-        self._lines = []
-        self._count = 0
-        self._host_header = None
-        self._accept = None
-        self._forwarded_for = None
-        self._head_bytes = 0
+        self._in_message = self._in_head = True
+        self._head_read = 0
+        self._started = self._loop.time()
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._grow(len(url))
+        url = self._url + url
+        if len(url) > MAX_TARGET_BYTES:
+            raise Reject(414, "the request target is too long")
+        self._url = url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """One pass per header: remember what routing needs and build the upstream head as we go."""
-        self._count += 1
-        self._grow(len(name) + len(value))
-        if self._count > MAX_HEADERS:
-            self._fail(431, "too many request headers")
-            return
-        lower = name.lower()
-        if lower == b"host":
-            self._host_header = value
-        elif lower == b"accept":
-            self._accept = value.decode("latin-1")
-        elif lower == b"x-forwarded-for":
-            self._forwarded_for = value
-            return
-        elif lower in _DROPPED:
-            return
-        self._lines.append(b"%s: %s\r\n" % (name, value))
+        if self._in_head:
+            self._head.add(name, value)
+        # else a trailer field: discarded, the body is re-chunked (RFC 9112 §7.1.2)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._failed:
             return
-        name = _route_name(self._host_header, self.sni)
+        parser, head, url = self._parser, self._head, self._url
+        method = parser.get_method()
+        upgrade = parser.should_upgrade()
+        version = parser.get_http_version()
+        head.finish(method, version, url, upgrade)
+        # CONNECT's Host names its target; the tunnel is the one the TLS connection was opened for.
+        name = route_name(head.host, self.sni) if method != b"CONNECT" else self.sni or ""
         if self._local or self._is_engine_host(name):
             self._local = True
             return
         if self._tunnel is None:
             tunnel = self.ctx.registry.by_hostname(name)
             if tunnel is None or tunnel.props.protocol != "http":
-                self._fail(404, "no tunnel is published at this address")
-                return
+                raise Reject(404, "no tunnel is published at this address")
             if self.sni and self.sni != name:
-                self._fail(421, "the request's Host does not match the TLS server name")
-                return
+                raise Reject(421, "the request's Host does not match the TLS server name")
             self._tunnel, self._host = tunnel, name
             self._open_stream(tunnel)
         elif name != self._host:
-            self._fail(421, "one connection serves one tunnel host")
-            return
-        self._forward(self._build_head())
+            raise Reject(421, "one connection serves one tunnel host")
+        kind = (_HEAD if method == b"HEAD" else _CONNECT if method == b"CONNECT" else _UPGRADE if upgrade
+                else _PLAIN)
+        keep_alive = parser.should_keep_alive()
+        ex = _Exchange(method, url[:MAX_LOGGED_TARGET], self._started, kind, close_after=not keep_alive)
+        exchanges = self._exchanges
+        if exchanges and (kind or exchanges[0].kind or exchanges[-1].held is not None):
+            ex.held = []
+            self._pause(_HOLDING)
+        exchanges.append(ex)
+        self._current = ex
+        self._chunked = head.chunked
+        self._send(ex, head.build(method, url, version, upgrade=upgrade, keep_alive=keep_alive,
+                                  client_ip=self.source_ip, scheme=self._scheme_bytes))
 
     def on_body(self, body: bytes) -> None:
-        if not self._local and not self._failed:
-            self._forward(body)
+        self._body_seen = True
+        ex = self._current
+        if ex is not None:
+            self._send(ex, b"%x\r\n%s\r\n" % (len(body), body) if self._chunked else body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
+        if self._failed:
+            return
         if self._local:
             self._answer_locally()
             return
-        tunnel = self._tunnel
-        if tunnel is not None:
-            access_log.info("tunnel=%s src=%s %s %s", tunnel.id, self.source_ip,
-                            self._parser.get_method().decode("latin-1"), self._url[:256].decode("latin-1"))
+        ex = self._current
+        if ex is None:
+            return
+        self._current = None
+        if self._chunked:
+            self._chunked = False
+            self._send(ex, b"0\r\n\r\n")
+        ex.request_bytes = self.bytes_in - self._rx_mark
+        self._rx_mark = self.bytes_in
+
+    # ---- responses (called by _Upstream) ----
+
+    def _response_head(self, status: int) -> bool:
+        """A final (or 101) response head for the oldest exchange. True when that response ends here:
+        a HEAD's, or a protocol switch after which nothing is parsed."""
+        if not self._exchanges:
+            self._bad_response("a response to no request")
+            return True
+        ex = self._exchanges[0]
+        ex.status = status
+        self.ctx.counters.count(self.ctx.counters.http_responses, status)
+        kind = ex.kind
+        if status == 101 or (kind == _CONNECT and 200 <= status < 300):
+            if status == 101 and kind != _UPGRADE:
+                self._bad_response("101 Switching Protocols to a request without Upgrade")
+            else:
+                self._switch()
+            return True
+        if kind == _HEAD:
+            self._response_done()
+            return True
+        ex.close_after |= kind != _PLAIN
+        return False
+
+    def _response_done(self) -> None:
+        ex = self._exchanges.popleft()
+        self._log(ex)
+        if ex.close_after or self._upstream_gone or (self._eof and not self._exchanges):
+            self._close_both()
+        elif self._exchanges:
+            self._release()
+        elif self._deferred is not None:
+            self._write_and_close(self._deferred)
+
+    def _switch(self) -> None:
+        """101, or 2xx to CONNECT: from now on both directions are relayed as raw bytes."""
+        self._log(self._exchanges.popleft())
+        upstream = self._upstream
+        assert upstream is not None and upstream.transport is not None
+        self._raw = upstream.raw = True
+        stash, self._stash = self._stash or [], None
+        if stash:
+            upstream.transport.write(b"".join(stash))
+        if self._eof:
+            if upstream.transport.can_write_eof():
+                upstream.transport.write_eof()
+            else:
+                upstream.close()
+        self._resume(_SWITCHING)
+
+    def _bad_response(self, reason: str) -> None:
+        """The upstream broke HTTP/1.1: what it sent was relayed, and the connection ends."""
+        upstream = self._upstream
+        if upstream is not None:
+            upstream.raw = True  # stop parsing
+        ex = self._exchanges.popleft() if self._exchanges else None
+        if ex is not None:
+            self._log(ex, error=f"invalid response from the upstream: {reason}")
+        else:
+            log.info("tunnel %s: invalid response from the upstream: %s", self._tunnel_id(), reason)
+        self._close_both()
+
+    def _upstream_ended(self) -> None:
+        """The agent's side closed or half-closed: it ends a response that runs to the close, or it
+        means a request will never be answered."""
+        if self._upstream_gone:
+            return
+        self._upstream_gone = True
+        upstream = self._upstream
+        if self._exchanges and upstream is not None and not self._closing:
+            ex = self._exchanges[0]
+            if ex.status:
+                self._response_done()
+            elif upstream.bytes_in == self._tx_mark and ex.held is None:
+                self._fail(502, "the service behind this tunnel closed the connection without answering",
+                           "upstream closed before answering", ex)
+            else:
+                self._bad_response("the connection closed before a complete response head")
+        self._close_both()
 
     # ---- helpers ----
 
-    def _grow(self, n: int) -> None:
-        self._head_bytes += n
-        if self._head_bytes > MAX_HEAD_BYTES and not self._failed:
-            self._fail(431, "request head too large")
+    def _send(self, ex: _Exchange, data: bytes) -> None:
+        if ex.held is not None:
+            ex.held.append(data)
+            return
+        upstream = self._upstream
+        if upstream is not None and upstream.transport is not None:
+            upstream.transport.write(data)
+        else:
+            self._out.append(data)
+
+    def _release(self) -> None:
+        """Send the requests that waited, up to the next one whose response must be alone."""
+        exchanges = self._exchanges
+        upstream = self._upstream
+        for i, ex in enumerate(exchanges):
+            held = ex.held
+            if held is None:
+                continue
+            if i and (ex.kind or exchanges[0].kind):
+                return
+            ex.held = None
+            if upstream is not None and upstream.transport is not None:
+                upstream.transport.write(b"".join(held))
+        self._resume(_HOLDING)
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _is_engine_host(self, name: str) -> bool:
         return name in ("", self.ctx.host) or name.replace(".", "").isdigit() or name.startswith("[")
 
-    def _build_head(self) -> bytes:
-        """The request head as sent upstream: hop-by-hop headers dropped, X-Forwarded-* set."""
-        parser = self._parser
-        client = (self.source_ip or "unknown").encode()
-        forwarded_for = self._forwarded_for + b", " + client if self._forwarded_for else client
-        return b"%s %s HTTP/%s\r\n%sX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\nX-Forwarded-Host: %s\r\n\r\n" % (
-            parser.get_method(), self._url, parser.get_http_version().encode(), b"".join(self._lines),
-            forwarded_for, self._scheme_bytes, self._host_header or b"")
-
-    def _forward(self, data: bytes) -> None:
-        peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(data)
-        else:
-            self._out.append(data)
+    def _tunnel_id(self) -> str:
+        return self._tunnel.id if self._tunnel is not None else "-"
 
     def _open_stream(self, tunnel: Tunnel) -> None:
-        assert self.transport is not None
-        self.transport.pause_reading()
+        self._pause(_CONNECTING)
         self.ctx.spawn(self._connect(tunnel))
 
     async def _connect(self, tunnel: Tunnel) -> None:
         try:
             agent = await self.ctx.broker.open_stream(tunnel, self.source_ip)
         except StreamFailed as error:
-            status = 503 if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED) else 502
-            if error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
-                status = 504
-            log.info("tunnel %s: no stream for %s: %s", tunnel.id, self.source_ip, error.reason)
-            self._fail(status, "the tunnel's agent is unavailable" if status != 502
-                       else "the agent could not reach the service behind this tunnel")
+            if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED):
+                status, detail = 503, "the tunnel's agent is unavailable"
+            elif error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
+                status, detail = 504, "the tunnel's agent did not answer in time"
+            else:
+                status, detail = 502, "the agent could not reach the service behind this tunnel"
+            self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None)
             return
-        if self.closed:
+        if self.closed or self._closing:
             agent.close()
             return
-        self.peer, agent.peer = agent, self
-        self.ctx.streams.add(self, agent)
-        assert agent.transport is not None
-        if self._out:
-            agent.transport.write(b"".join(self._out))
-            self._out.clear()
-        agent._flush_backlog()
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        upstream = _Upstream(self)
+        agent.hand_over(upstream)
+        self.peer = self._upstream = upstream
+        self.ctx.streams.add(self, upstream)
+        upstream.start(self._out)
+        self._resume(_CONNECTING)
 
     def _answer_locally(self) -> None:
         """The engine's own host: a health endpoint now; the Engine API comes later."""
@@ -251,24 +417,146 @@ class HttpEdge(Pipe):
         path = self._url.split(b"?", 1)[0]
         keep = self._parser.should_keep_alive()
         if path in (b"/healthz", b"/api/health"):
+            status = 200
             body = json.dumps({"status": "ok", "version": self.ctx.version,
                                "tunnels": len(self.ctx.registry)}).encode()
-            self.transport.write(response(200, body, "application/json", close=not keep))
+            page = response(200, body, "application/json", close=not keep)
         else:
-            self.transport.write(error_page(404, self.ctx.host, "unknown engine endpoint", "application/json",
-                                            close=not keep))
+            status = 404
+            page = error_page(404, self.ctx.host, "unknown engine endpoint", "application/json", close=not keep)
+        self.transport.write(page)
+        self.ctx.counters.count(self.ctx.counters.http_responses, status)
+        self._log_line(self._parser.get_method(), self._url, status, request_bytes=self.bytes_in - self._rx_mark,
+                       response_bytes=len(page), started=self._started)
+        self._rx_mark = self.bytes_in
         if not keep:
             self.transport.close()
 
-    def _fail(self, status: int, detail: str) -> None:
-        """Answer with an error page and close; nothing more is read from this visitor."""
-        if self._failed:
+    def _fail(self, status: int, detail: str, reason: str | None = None, ex: _Exchange | None = None) -> None:
+        """Answer with an error page and close; nothing more is read from this visitor. `ex` is the
+        exchange the page answers (else the request being parsed); a page for a request behind others
+        waits for their responses, so it never cuts into one."""
+        if self._closing:
             return
         self._failed = True
-        host = self._host or self.sni
+        self._pause(_FAILED)
+        page = error_page(status, self._host or self.sni, detail, self._head.accept)
+        self.ctx.counters.count(self.ctx.counters.http_responses, status)
+        if ex is not None:
+            self._exchanges.remove(ex)
+            self._log(ex, status, len(page), reason or detail)
+        else:
+            method = self._parser.get_method() if self._url else b"-"
+            self._log_line(method, self._url, status, request_bytes=self.bytes_in - self._rx_mark,
+                           response_bytes=len(page), started=self._started, error=reason or detail)
+        if ex is None and self._exchanges and not self._upstream_gone:
+            self._deferred = page
+        else:
+            self._write_and_close(page)
+
+    def _write_and_close(self, page: bytes) -> None:
+        self._closing = True
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_page(status, host, detail, self._accept))
-            self.transport.close()
-        access_log.info("src=%s host=%s status=%d %s", self.source_ip, host, status, detail)
+            self.transport.write(page)
+        self._close_both()
+
+    def _close_both(self) -> None:
+        self._closing = True
+        self.close()
         if self.peer is not None:
             self.peer.close()
+
+    def _log(self, ex: _Exchange, status: int | None = None, response_bytes: int | None = None,
+             error: str | None = None) -> None:
+        if response_bytes is None:
+            upstream_in = self._upstream.bytes_in if self._upstream is not None else 0
+            response_bytes, self._tx_mark = upstream_in - self._tx_mark, upstream_in
+        self._log_line(ex.method, ex.target, ex.status if status is None else status,
+                       request_bytes=ex.request_bytes or self.bytes_in - self._rx_mark,
+                       response_bytes=response_bytes, started=ex.started, error=error)
+
+    def _log_line(self, method: bytes, target: bytes, status: int, *, request_bytes: int, response_bytes: int,
+                  started: float, error: str | None = None) -> None:
+        """The access log: one line per request, `key=value`; `status=0` means no response was sent."""
+        access_log.info(
+            "tunnel=%s src=%s method=%s path=%s status=%d req_bytes=%d resp_bytes=%d duration_ms=%.1f%s",
+            self._tunnel_id(), self.source_ip, method.decode("latin-1"),
+            target[:MAX_LOGGED_TARGET].decode("latin-1") or "-", status, request_bytes, response_bytes,
+            (self._loop.time() - started) * 1000, f' error="{error}"' if error else "")
+
+
+class _Upstream(Pipe):
+    """The agent's end of an HTTP stream: relays responses to the visitor unchanged and follows them
+    with httptools (heads only: no per-field callbacks), telling the edge where each one ends."""
+
+    def __init__(self, edge: HttpEdge) -> None:
+        super().__init__()
+        self.edge = edge
+        self.peer = edge
+        self.raw = False
+        self._parser = httptools.HttpResponseParser(self)
+        self._status = 0
+        self._ended = False  # the current response was accounted for at its head (HEAD, switch)
+
+    def start(self, out: list[bytes]) -> None:
+        """Right after `hand_over`: send what the visitor already asked, then read the agent."""
+        transport = self.transport
+        if out and transport is not None:
+            transport.write(b"".join(out))
+            out.clear()
+        held = b"".join(self._backlog)
+        self._backlog.clear()
+        self._backlog_bytes = 0
+        if held:
+            self.bytes_in -= len(held)
+            self.data_received(held)
+        if self.closed:
+            self.edge.peer_lost(self)
+        elif self._eof:
+            if not self.eof_received() and transport is not None:
+                transport.close()
+        elif transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        transport = self.edge.transport
+        if transport is not None:
+            transport.write(data)
+        if self.raw:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # a 101: acted on at its head
+        except httptools.HttpParserError as error:
+            if not self._ended:
+                self.edge._bad_response(str(error))
+        if self._ended:
+            self._ended = False
+            self._parser = httptools.HttpResponseParser(self)
+
+    def on_headers_complete(self) -> None:
+        if self._ended:
+            return
+        status = self._status = self._parser.get_status_code()
+        if status >= 200 or status == 101:  # else 1xx interim: the final response follows
+            self._ended = self.edge._response_head(status)
+
+    def on_message_complete(self) -> None:
+        if not self._ended and self._status >= 200:
+            self.edge._response_done()
+
+    def eof_received(self) -> bool:
+        if self.raw:
+            return super().eof_received()
+        self.edge._upstream_ended()
+        return False
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self.edge._pause(_BACKPRESSURE)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self.edge._resume(_BACKPRESSURE)
