@@ -125,16 +125,61 @@ def forwarded(ip: str | None, proto: bytes, host: bytes | None) -> bytes:
     return value
 
 
-class RequestHead:
-    """One request head as the edge sees it: fields go in one at a time (`add`), the whole is checked
-    (`finish`), and the head for the upstream comes out (`build`). Raises `Reject` on a rule broken."""
+class Forwarding:
+    """The forwarding fields of one visitor connection. Its address and scheme are fixed, so all but
+    X-Forwarded-For are built once per Host value, not once per request (this is the hot path)."""
 
-    __slots__ = ("accept", "body", "connection", "count", "host", "lines", "size", "upgrade", "xff")
+    __slots__ = ("_client", "_host", "_ip", "_scheme", "_tail")
+
+    def __init__(self, client_ip: str | None, scheme: bytes) -> None:
+        self._ip = client_ip
+        self._client = (client_ip or "unknown").encode()
+        self._scheme = scheme
+        self._host: bytes | None = None
+        self._tail = self._build(None)
+
+    def _build(self, host: bytes | None) -> bytes:
+        tail = b"X-Forwarded-Proto: %s\r\n" % self._scheme
+        if host:
+            tail += b"X-Forwarded-Host: %s\r\n" % host
+        return tail + b"Forwarded: %s\r\n" % forwarded(self._ip, self._scheme, host)
+
+    def fields(self, xff: bytes | None, host: bytes | None) -> bytes:
+        """X-Forwarded-For (the visitor's chain with its address appended), -Proto, -Host, Forwarded."""
+        if host != self._host:
+            self._host, self._tail = host, self._build(host)
+        client = self._client
+        return b"X-Forwarded-For: %s\r\n%s" % (xff + b", " + client if xff else client, self._tail)
+
+
+class RequestHead:
+    """The request head being received on a connection: fields go in one at a time (`add`, fast: the
+    parser calls it directly), the whole is checked (`finish`), and the head for the upstream comes out
+    (`build`); `reset` starts the next request. Raises `Reject` on a rule broken."""
+
+    __slots__ = (
+        "_valid_host",
+        "accept",
+        "body",
+        "connection",
+        "count",
+        "done",
+        "host",
+        "lines",
+        "size",
+        "upgrade",
+        "xff",
+    )
 
     def __init__(self) -> None:
+        self._valid_host = b""  # the last Host value found valid on this connection
+        self.reset()
+
+    def reset(self) -> None:
         self.lines: list[bytes] = []  # header lines passed upstream, in order
         self.size = 0
         self.count = 0
+        self.done = False  # fields after the head are trailers: discarded (the body is re-chunked)
         self.host: bytes | None = None
         self.accept: str | None = None
         self.xff: bytes | None = None
@@ -144,26 +189,28 @@ class RequestHead:
 
     def add(self, name: bytes, value: bytes) -> None:
         """One header field (llhttp has checked its syntax; trailing whitespace is still on `value`)."""
-        lines = self.lines
+        if self.done:
+            return
         self.size += len(name) + len(value)
         self.count += 1
         if self.size > MAX_HEAD_BYTES or self.count > MAX_HEADERS:
             raise Reject(431, "the request headers are too large")
         kind = _SPECIAL.get(name.lower())
         if kind is None:
-            lines.append(b"%s: %s\r\n" % (name, value))
-            return
-        if kind == _HOST:
+            self.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _HOST:
             if self.host is not None:
                 raise Reject(400, "the request has more than one Host header")
             value = value.rstrip(b" \t")
-            if value and not valid_authority(value):
-                raise Reject(400, "the request's Host header is not a valid host")
+            if value != self._valid_host:
+                if value and not valid_authority(value):
+                    raise Reject(400, "the request's Host header is not a valid host")
+                self._valid_host = value
             self.host = value
-            lines.append(b"Host: %s\r\n" % value)
+            self.lines.append(b"Host: %s\r\n" % value)
         elif kind == _ACCEPT:
             self.accept = value.decode("latin-1")
-            lines.append(b"%s: %s\r\n" % (name, value))
+            self.lines.append(b"%s: %s\r\n" % (name, value))
         elif kind == _XFF:
             value = value.strip(b" \t")
             self.xff = value if self.xff is None else self.xff + b", " + value
@@ -177,8 +224,8 @@ class RequestHead:
                 raise Reject(400, "only a single Transfer-Encoding: chunked is accepted")
             self.body = b"chunked"
         elif kind == _CL:
-            self.body = value.strip(b" \t")  # llhttp refused duplicates, lists and non-digits
-            lines.append(b"%s: %s\r\n" % (name, value))
+            self.body = value.strip(b" \t")  # llhttp refused duplicates, lists, non-digits and TE with CL
+            self.lines.append(b"%s: %s\r\n" % (name, value))
 
     @property
     def chunked(self) -> bool:
@@ -214,7 +261,7 @@ class RequestHead:
             raise Reject(400, "Upgrade and CONNECT requests cannot carry a body")
 
     def build(self, method: bytes, target: bytes, version: str, *, upgrade: bool, keep_alive: bool,
-              client_ip: str | None, scheme: bytes) -> bytes:
+              forwarding: Forwarding) -> bytes:
         """The head sent upstream: hop-by-hop fields and those `Connection` lists dropped, a Connection
         field of the edge's own, forwarding fields set."""
         lines = self.lines
@@ -231,11 +278,6 @@ class RequestHead:
             out.append(b"Connection: keep-alive\r\n")
         if self.chunked:
             out.append(b"Transfer-Encoding: chunked\r\n")
-        client = (client_ip or "unknown").encode()
-        host = self.host
-        out.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
-            self.xff + b", " + client if self.xff else client, scheme))
-        if host:
-            out.append(b"X-Forwarded-Host: %s\r\n" % host)
-        out.append(b"Forwarded: %s\r\n\r\n" % forwarded(client_ip, scheme, host))
+        out.append(forwarding.fields(self.xff, self.host))
+        out.append(b"\r\n")
         return b"".join(out)

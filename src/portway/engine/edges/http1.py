@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
-from dataclasses import dataclass
 
 import httptools
 
@@ -25,7 +23,17 @@ from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 from portway.wire.codes import ErrorCode
 
-from .h1rules import MAX_HEAD_BYTES, MAX_LOGGED_TARGET, MAX_TARGET_BYTES, Reject, RequestHead, route_name
+from .h1exchanges import BODY, ENDED, SWITCH, Exchange, Exchanges, access_line, kind_of
+from .h1rules import (
+    MAX_HEAD_BYTES,
+    MAX_LOGGED_TARGET,
+    MAX_TARGET_BYTES,
+    Forwarding,
+    Reject,
+    RequestHead,
+    route_name,
+)
+from .h1upstream import Upstream
 from .pages import error_page, response
 
 log = logging.getLogger("portway.engine.http")
@@ -35,26 +43,6 @@ access_log = logging.getLogger("portway.access")
 # responses before it; bytes after an Upgrade/CONNECT wait for the answer; the agent's transport is
 # full; the connection failed.
 _CONNECTING, _HOLDING, _SWITCHING, _BACKPRESSURE, _FAILED = 1, 2, 4, 8, 16
-# Requests whose response must be alone on the stream: HEAD (the response parser cannot be told that
-# its response has no body, so it gets a fresh parser after the head), CONNECT and Upgrade (the
-# stream may change protocol). Anything pipelined around them waits.
-_PLAIN, _HEAD, _CONNECT, _UPGRADE = range(4)
-
-
-@dataclass(slots=True, eq=False)
-class _Exchange:
-    """One request on the connection, from its head until its response ended."""
-
-    method: bytes
-    target: bytes
-    started: float
-    kind: int
-    held: list[bytes] | None = None  # its bytes, while responses before it are still owed
-    status: int = 0
-    request_bytes: int = 0
-    close_after: bool = False  # the connection ends with this response (not keep-alive, declined switch)
-
-
 class HttpEdge(Pipe):
     """Protocol of one visitor connection (after TLS) on an HTTP surface.
 
@@ -67,9 +55,11 @@ class HttpEdge(Pipe):
         self.scheme = scheme
         self.source_ip: str | None = None
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
-        self._scheme_bytes = scheme.encode()
         self._head = RequestHead()
+        self.on_header = self._head.add  # one call per field from the parser, not two
+        self._parser = httptools.HttpRequestParser(self)
+        self._forwarding = Forwarding(None, scheme.encode())
+        self._route: tuple[bytes | None, str] = (None, "")  # last Host value and the name it routes to
         self._url = b""
         self._started = 0.0
         self._in_message = False
@@ -78,15 +68,15 @@ class HttpEdge(Pipe):
         self._chunked = False
         self._body_seen = False
         self._quiet = 0  # chunked-body bytes read without body data: trailers, which httptools buffers
-        self._current: _Exchange | None = None  # the request being received
-        self._exchanges: deque[_Exchange] = deque()  # owed a response, oldest first
+        self._current: Exchange | None = None  # the request being received
+        self._exchanges = Exchanges()  # owed a response, oldest first
         self._out: list[bytes] = []  # for the agent, before its stream exists
         self._stash: list[bytes] | None = None  # after an Upgrade/CONNECT, until the upstream answers
         self._rx_mark = 0  # visitor bytes already accounted to requests
         self._tx_mark = 0  # agent bytes already accounted to responses
         self._tunnel: Tunnel | None = None
         self._host: str | None = None
-        self._upstream: _Upstream | None = None
+        self._upstream: Upstream | None = None
         self._paused = 0
         self._raw = False
         self._local = False
@@ -102,13 +92,14 @@ class HttpEdge(Pipe):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.source_ip = peer_ip(transport)
+        self._forwarding = Forwarding(self.source_ip, self.scheme.encode())
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         while self._exchanges:
-            self._log(self._exchanges.popleft(), error="the connection closed before the response ended")
+            self._log(self._exchanges.finish(), error="the connection closed before the response ended")
         super().connection_lost(exc)
 
     def _arm_idle_timer(self) -> None:
@@ -176,13 +167,13 @@ class HttpEdge(Pipe):
 
     def peer_lost(self, peer: Pipe) -> None:
         if not self._raw:
-            self._upstream_ended()
+            self.upstream_ended()
         super().peer_lost(peer)
 
     # ---- httptools callbacks (request) ----
 
     def on_message_begin(self) -> None:
-        self._head = RequestHead()
+        self._head.reset()
         self._url = b""
         self._in_message = self._in_head = True
         self._head_read = 0
@@ -194,26 +185,32 @@ class HttpEdge(Pipe):
             raise Reject(414, "the request target is too long")
         self._url = url
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:
-            self._head.add(name, value)
-        # else a trailer field: discarded, the body is re-chunked (RFC 9112 §7.1.2)
-
     def on_headers_complete(self) -> None:
         self._in_head = False
+        head = self._head
+        head.done = True
         if self._failed:
             return
-        parser, head, url = self._parser, self._head, self._url
+        parser, url = self._parser, self._url
         method = parser.get_method()
         upgrade = parser.should_upgrade()
         version = parser.get_http_version()
         head.finish(method, version, url, upgrade)
         # CONNECT's Host names its target; the tunnel is the one the TLS connection was opened for.
-        name = route_name(head.host, self.sni) if method != b"CONNECT" else self.sni or ""
-        if self._local or self._is_engine_host(name):
+        if method == b"CONNECT":
+            name = self.sni or ""
+        elif head.host is not None and head.host == self._route[0]:
+            name = self._route[1]
+        else:
+            name = route_name(head.host, self.sni)
+            self._route = (head.host, name)
+        if self._tunnel is not None:
+            if name != self._host:
+                raise Reject(421, "one connection serves one tunnel host")
+        elif self._local or self._is_engine_host(name):
             self._local = True
             return
-        if self._tunnel is None:
+        else:
             tunnel = self.ctx.registry.by_hostname(name)
             if tunnel is None or tunnel.props.protocol != "http":
                 raise Reject(404, "no tunnel is published at this address")
@@ -221,21 +218,14 @@ class HttpEdge(Pipe):
                 raise Reject(421, "the request's Host does not match the TLS server name")
             self._tunnel, self._host = tunnel, name
             self._open_stream(tunnel)
-        elif name != self._host:
-            raise Reject(421, "one connection serves one tunnel host")
-        kind = (_HEAD if method == b"HEAD" else _CONNECT if method == b"CONNECT" else _UPGRADE if upgrade
-                else _PLAIN)
         keep_alive = parser.should_keep_alive()
-        ex = _Exchange(method, url[:MAX_LOGGED_TARGET], self._started, kind, close_after=not keep_alive)
-        exchanges = self._exchanges
-        if exchanges and (kind or exchanges[0].kind or exchanges[-1].held is not None):
-            ex.held = []
+        ex = Exchange(method, url[:MAX_LOGGED_TARGET], self._started, kind_of(method, upgrade), not keep_alive)
+        if self._exchanges.open(ex):
             self._pause(_HOLDING)
-        exchanges.append(ex)
         self._current = ex
         self._chunked = head.chunked
         self._send(ex, head.build(method, url, version, upgrade=upgrade, keep_alive=keep_alive,
-                                  client_ip=self.source_ip, scheme=self._scheme_bytes))
+                                  forwarding=self._forwarding))
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
@@ -260,32 +250,25 @@ class HttpEdge(Pipe):
         ex.request_bytes = self.bytes_in - self._rx_mark
         self._rx_mark = self.bytes_in
 
-    # ---- responses (called by _Upstream) ----
+    # ---- responses (called by Upstream) ----
 
-    def _response_head(self, status: int) -> bool:
+    def response_head(self, status: int) -> bool:
         """A final (or 101) response head for the oldest exchange. True when that response ends here:
         a HEAD's, or a protocol switch after which nothing is parsed."""
-        if not self._exchanges:
-            self._bad_response("a response to no request")
-            return True
-        ex = self._exchanges[0]
-        ex.status = status
         self.ctx.counters.count(self.ctx.counters.http_responses, status)
-        kind = ex.kind
-        if status == 101 or (kind == _CONNECT and 200 <= status < 300):
-            if status == 101 and kind != _UPGRADE:
-                self._bad_response("101 Switching Protocols to a request without Upgrade")
-            else:
-                self._switch()
-            return True
-        if kind == _HEAD:
-            self._response_done()
-            return True
-        ex.close_after |= kind != _PLAIN
-        return False
+        verdict = self._exchanges.answer(status)
+        if verdict == BODY:
+            return False
+        if verdict == ENDED:
+            self.response_done()
+        elif verdict == SWITCH:
+            self._switch()
+        else:
+            self.bad_response(f"unexpected {status} response")
+        return True
 
-    def _response_done(self) -> None:
-        ex = self._exchanges.popleft()
+    def response_done(self) -> None:
+        ex = self._exchanges.finish()
         self._log(ex)
         if ex.close_after or self._upstream_gone or (self._eof and not self._exchanges):
             self._close_both()
@@ -296,7 +279,7 @@ class HttpEdge(Pipe):
 
     def _switch(self) -> None:
         """101, or 2xx to CONNECT: from now on both directions are relayed as raw bytes."""
-        self._log(self._exchanges.popleft())
+        self._log(self._exchanges.finish())
         upstream = self._upstream
         assert upstream is not None and upstream.transport is not None
         self._raw = upstream.raw = True
@@ -310,19 +293,19 @@ class HttpEdge(Pipe):
                 upstream.close()
         self._resume(_SWITCHING)
 
-    def _bad_response(self, reason: str) -> None:
+    def bad_response(self, reason: str) -> None:
         """The upstream broke HTTP/1.1: what it sent was relayed, and the connection ends."""
         upstream = self._upstream
         if upstream is not None:
             upstream.raw = True  # stop parsing
-        ex = self._exchanges.popleft() if self._exchanges else None
+        ex = self._exchanges.finish() if self._exchanges else None
         if ex is not None:
             self._log(ex, error=f"invalid response from the upstream: {reason}")
         else:
             log.info("tunnel %s: invalid response from the upstream: %s", self._tunnel_id(), reason)
         self._close_both()
 
-    def _upstream_ended(self) -> None:
+    def upstream_ended(self) -> None:
         """The agent's side closed or half-closed: it ends a response that runs to the close, or it
         means a request will never be answered."""
         if self._upstream_gone:
@@ -330,19 +313,26 @@ class HttpEdge(Pipe):
         self._upstream_gone = True
         upstream = self._upstream
         if self._exchanges and upstream is not None and not self._closing:
-            ex = self._exchanges[0]
+            ex = self._exchanges.first
             if ex.status:
-                self._response_done()
+                self.response_done()
             elif upstream.bytes_in == self._tx_mark and ex.held is None:
                 self._fail(502, "the service behind this tunnel closed the connection without answering",
                            "upstream closed before answering", ex)
             else:
-                self._bad_response("the connection closed before a complete response head")
+                self.bad_response("the connection closed before a complete response head")
         self._close_both()
+
+    def backpressure(self, paused: bool) -> None:
+        """The agent's transport is full (or drained): stop (or resume) reading the visitor."""
+        if paused:
+            self._pause(_BACKPRESSURE)
+        else:
+            self._resume(_BACKPRESSURE)
 
     # ---- helpers ----
 
-    def _send(self, ex: _Exchange, data: bytes) -> None:
+    def _send(self, ex: Exchange, data: bytes) -> None:
         if ex.held is not None:
             ex.held.append(data)
             return
@@ -354,18 +344,12 @@ class HttpEdge(Pipe):
 
     def _release(self) -> None:
         """Send the requests that waited, up to the next one whose response must be alone."""
-        exchanges = self._exchanges
+        data, waiting = self._exchanges.releasable()
         upstream = self._upstream
-        for i, ex in enumerate(exchanges):
-            held = ex.held
-            if held is None:
-                continue
-            if i and (ex.kind or exchanges[0].kind):
-                return
-            ex.held = None
-            if upstream is not None and upstream.transport is not None:
-                upstream.transport.write(b"".join(held))
-        self._resume(_HOLDING)
+        if data and upstream is not None and upstream.transport is not None:
+            upstream.transport.write(data)
+        if not waiting:
+            self._resume(_HOLDING)
 
     def _pause(self, reason: int) -> None:
         if not self._paused and self.transport is not None:
@@ -399,12 +383,12 @@ class HttpEdge(Pipe):
                 status, detail = 504, "the tunnel's agent did not answer in time"
             else:
                 status, detail = 502, "the agent could not reach the service behind this tunnel"
-            self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None)
+            self._fail(status, detail, error.reason, self._exchanges.first if self._exchanges else None)
             return
         if self.closed or self._closing:
             agent.close()
             return
-        upstream = _Upstream(self)
+        upstream = Upstream(self)
         agent.hand_over(upstream)
         self.peer = self._upstream = upstream
         self.ctx.streams.add(self, upstream)
@@ -426,13 +410,12 @@ class HttpEdge(Pipe):
             page = error_page(404, self.ctx.host, "unknown engine endpoint", "application/json", close=not keep)
         self.transport.write(page)
         self.ctx.counters.count(self.ctx.counters.http_responses, status)
-        self._log_line(self._parser.get_method(), self._url, status, request_bytes=self.bytes_in - self._rx_mark,
-                       response_bytes=len(page), started=self._started)
+        self._log_line(self._parser.get_method(), self._url, status, len(page), self._started)
         self._rx_mark = self.bytes_in
         if not keep:
             self.transport.close()
 
-    def _fail(self, status: int, detail: str, reason: str | None = None, ex: _Exchange | None = None) -> None:
+    def _fail(self, status: int, detail: str, reason: str | None = None, ex: Exchange | None = None) -> None:
         """Answer with an error page and close; nothing more is read from this visitor. `ex` is the
         exchange the page answers (else the request being parsed); a page for a request behind others
         waits for their responses, so it never cuts into one."""
@@ -447,8 +430,7 @@ class HttpEdge(Pipe):
             self._log(ex, status, len(page), reason or detail)
         else:
             method = self._parser.get_method() if self._url else b"-"
-            self._log_line(method, self._url, status, request_bytes=self.bytes_in - self._rx_mark,
-                           response_bytes=len(page), started=self._started, error=reason or detail)
+            self._log_line(method, self._url, status, len(page), self._started, error=reason or detail)
         if ex is None and self._exchanges and not self._upstream_gone:
             self._deferred = page
         else:
@@ -466,97 +448,20 @@ class HttpEdge(Pipe):
         if self.peer is not None:
             self.peer.close()
 
-    def _log(self, ex: _Exchange, status: int | None = None, response_bytes: int | None = None,
+    def _log(self, ex: Exchange, status: int | None = None, response_bytes: int | None = None,
              error: str | None = None) -> None:
+        """The access-log line of an exchange; its response bytes are the agent's bytes since the last one."""
         if response_bytes is None:
             upstream_in = self._upstream.bytes_in if self._upstream is not None else 0
             response_bytes, self._tx_mark = upstream_in - self._tx_mark, upstream_in
-        self._log_line(ex.method, ex.target, ex.status if status is None else status,
-                       request_bytes=ex.request_bytes or self.bytes_in - self._rx_mark,
-                       response_bytes=response_bytes, started=ex.started, error=error)
+        self._log_line(ex.method, ex.target, ex.status if status is None else status, response_bytes, ex.started,
+                       error=error, request_bytes=ex.request_bytes)
 
-    def _log_line(self, method: bytes, target: bytes, status: int, *, request_bytes: int, response_bytes: int,
-                  started: float, error: str | None = None) -> None:
-        """The access log: one line per request, `key=value`; `status=0` means no response was sent."""
-        access_log.info(
-            "tunnel=%s src=%s method=%s path=%s status=%d req_bytes=%d resp_bytes=%d duration_ms=%.1f%s",
-            self._tunnel_id(), self.source_ip, method.decode("latin-1"),
-            target[:MAX_LOGGED_TARGET].decode("latin-1") or "-", status, request_bytes, response_bytes,
-            (self._loop.time() - started) * 1000, f' error="{error}"' if error else "")
-
-
-class _Upstream(Pipe):
-    """The agent's end of an HTTP stream: relays responses to the visitor unchanged and follows them
-    with httptools (heads only: no per-field callbacks), telling the edge where each one ends."""
-
-    def __init__(self, edge: HttpEdge) -> None:
-        super().__init__()
-        self.edge = edge
-        self.peer = edge
-        self.raw = False
-        self._parser = httptools.HttpResponseParser(self)
-        self._status = 0
-        self._ended = False  # the current response was accounted for at its head (HEAD, switch)
-
-    def start(self, out: list[bytes]) -> None:
-        """Right after `hand_over`: send what the visitor already asked, then read the agent."""
-        transport = self.transport
-        if out and transport is not None:
-            transport.write(b"".join(out))
-            out.clear()
-        held = b"".join(self._backlog)
-        self._backlog.clear()
-        self._backlog_bytes = 0
-        if held:
-            self.bytes_in -= len(held)
-            self.data_received(held)
-        if self.closed:
-            self.edge.peer_lost(self)
-        elif self._eof:
-            if not self.eof_received() and transport is not None:
-                transport.close()
-        elif transport is not None and not transport.is_closing():
-            transport.resume_reading()
-
-    def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        transport = self.edge.transport
-        if transport is not None:
-            transport.write(data)
-        if self.raw:
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            pass  # a 101: acted on at its head
-        except httptools.HttpParserError as error:
-            if not self._ended:
-                self.edge._bad_response(str(error))
-        if self._ended:
-            self._ended = False
-            self._parser = httptools.HttpResponseParser(self)
-
-    def on_headers_complete(self) -> None:
-        if self._ended:
-            return
-        status = self._status = self._parser.get_status_code()
-        if status >= 200 or status == 101:  # else 1xx interim: the final response follows
-            self._ended = self.edge._response_head(status)
-
-    def on_message_complete(self) -> None:
-        if not self._ended and self._status >= 200:
-            self.edge._response_done()
-
-    def eof_received(self) -> bool:
-        if self.raw:
-            return super().eof_received()
-        self.edge._upstream_ended()
-        return False
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-        self.edge._pause(_BACKPRESSURE)
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self.edge._resume(_BACKPRESSURE)
+    def _log_line(self, method: bytes, target: bytes, status: int, response_bytes: int, started: float, *,
+                  error: str | None = None, request_bytes: int = 0) -> None:
+        """A request's bytes are the visitor's bytes since the last request ended, when not known yet."""
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(access_line(
+                self._tunnel_id(), self.source_ip, method, target, status=status,
+                request_bytes=request_bytes or self.bytes_in - self._rx_mark, response_bytes=response_bytes,
+                duration_s=self._loop.time() - started, error=error))

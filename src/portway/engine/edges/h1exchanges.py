@@ -1,0 +1,117 @@
+"""The exchanges of one HTTP/1.1 visitor connection, sans-IO: which request may go upstream when, and
+what each response head means for the stream.
+
+Responses are relayed as raw bytes and followed by a parser that cannot be told "this response has
+no body" (HEAD) or "the stream changes protocol here" (CONNECT). So such a request is sent only when
+no other response is owed, and nothing pipelined after it is sent until its response head arrived:
+its response is then alone on the stream, and a fresh parser can take over after its head.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+PLAIN, HEAD, CONNECT, UPGRADE = range(4)
+# What a final response head means (`Exchanges.answer`)
+BODY, ENDED, SWITCH, UNEXPECTED = range(4)
+
+
+def kind_of(method: bytes, upgrade: bool) -> int:
+    if method == b"HEAD":
+        return HEAD
+    if method == b"CONNECT":
+        return CONNECT
+    return UPGRADE if upgrade else PLAIN
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    """One request, from its head until its response ended."""
+
+    method: bytes
+    target: bytes
+    started: float
+    kind: int
+    close_after: bool = False  # the connection ends with this response (not keep-alive, declined switch)
+    held: list[bytes] | None = None  # its bytes, while it may not go upstream yet
+    status: int = 0
+    request_bytes: int = 0
+
+
+class Exchanges:
+    """Requests owed a response, oldest first."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: deque[Exchange] = deque()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def __iter__(self) -> Iterator[Exchange]:
+        return iter(self._queue)
+
+    @property
+    def first(self) -> Exchange:
+        return self._queue[0]
+
+    def open(self, ex: Exchange) -> bool:
+        """Queue a request whose head was just read; True when its bytes must be held for now."""
+        queue = self._queue
+        if queue and (ex.kind or queue[0].kind or queue[-1].held is not None):
+            ex.held = []
+        queue.append(ex)
+        return ex.held is not None
+
+    def releasable(self) -> tuple[bytes, bool]:
+        """After a response ended: the held bytes that may go upstream now, and whether some still wait."""
+        queue = self._queue
+        out: list[bytes] = []
+        for i, ex in enumerate(queue):
+            held = ex.held
+            if held is None:
+                continue
+            if i and (ex.kind or queue[0].kind):
+                return b"".join(out), True
+            ex.held = None
+            out.extend(held)
+        return b"".join(out), False
+
+    def answer(self, status: int) -> int:
+        """A final (or 101) response head for the oldest request: BODY (its body follows), ENDED (a HEAD's
+        response ends here), SWITCH (raw bytes from here on) or UNEXPECTED (no request, or a 101 that
+        was not asked for)."""
+        if not self._queue:
+            return UNEXPECTED
+        ex = self._queue[0]
+        ex.status = status
+        kind = ex.kind
+        if status == 101:
+            return SWITCH if kind == UPGRADE else UNEXPECTED
+        if kind == CONNECT and 200 <= status < 300:
+            return SWITCH
+        if kind == HEAD:
+            return ENDED
+        if kind:
+            ex.close_after = True  # the upstream declined the switch; what was pipelined after it is void
+        return BODY
+
+    def finish(self) -> Exchange:
+        """The oldest request's response ended."""
+        return self._queue.popleft()
+
+    def remove(self, ex: Exchange) -> None:
+        self._queue.remove(ex)
+
+
+def access_line(tunnel: str, source: str | None, method: bytes, target: bytes, *, status: int, request_bytes: int,
+                response_bytes: int, duration_s: float, error: str | None = None) -> str:
+    """The access-log line of one request: `key=value` fields, no spaces inside values except in the
+    quoted `error`; `status=0` when no response was sent."""
+    line = (f"tunnel={tunnel} src={source} method={method.decode('latin-1') or '-'} "
+            f"path={target.decode('latin-1') or '-'} status={status} req_bytes={request_bytes} "
+            f"resp_bytes={response_bytes} duration_ms={duration_s * 1000:.1f}")
+    return f'{line} error="{error}"' if error else line
