@@ -24,9 +24,6 @@ def _unsupported(p: TunnelProperties) -> str | None:
         return "rstream_auth (it needs the hosted identity service)"
     checks = {
         "challenge_mode": p.challenge_mode,
-        "token_auth": p.token_auth,
-        "trusted_ips": bool(p.trusted_ips),
-        "geoip": bool(p.geoip),
         "mtls_auth": p.mtls_auth,
         "upstream_tls": p.upstream_tls or p.http_use_tls,
         "tls_mode=terminated": p.protocol == "tls" and p.tls_mode == "terminated",

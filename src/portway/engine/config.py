@@ -282,6 +282,15 @@ class TcpSection(_Section):
         return self
 
 
+class GeoipSection(_Section):
+    """Portway extension: the GeoIP database that tunnels' `geoip` allow-lists are checked against."""
+
+    database_file: OptionalText = Field(
+        default=None,
+        description="MaxMind-format .mmdb file (GeoLite2/GeoIP2 Country or City); reopened when it changes.",
+    )
+
+
 class LimitsSection(_Section):
     """Portway extension: resource ceilings."""
 
@@ -304,6 +313,7 @@ class EngineConfig(_Section):
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     timeouts: TimeoutsSection = Field(default_factory=TimeoutsSection)
     tcp: TcpSection = Field(default_factory=TcpSection)
+    geoip: GeoipSection = Field(default_factory=GeoipSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
 
     @property

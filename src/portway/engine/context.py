@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
+from portway.engine.policy import IPAddress
 from portway.engine.registry import Registry, Tunnel
 from portway.pipe import Pipe
 
@@ -24,6 +25,12 @@ class PortPublisher(Protocol):
     async def publish(self, tunnel: Tunnel, requested: int | None) -> int: ...
 
     def release(self, tunnel: Tunnel) -> None: ...
+
+
+class CountryLookup(Protocol):
+    """The engine's GeoIP database (see geoip.GeoIPDatabase)."""
+
+    def country(self, address: IPAddress) -> str | None: ...
 
 
 class Session(Protocol):
@@ -104,6 +111,7 @@ class EngineContext:
     agent_tls: ssl.SSLContext
     edge_tls: ssl.SSLContext
     version: str
+    geoip: CountryLookup | None = None
     counters: Counters = field(default_factory=Counters)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sessions: set[Session] = field(default_factory=set)

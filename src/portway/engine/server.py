@@ -19,6 +19,7 @@ from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
 from portway.engine.edges.tcp import TcpEdge
+from portway.engine.geoip import GeoIPDatabase
 from portway.engine.listener import Listener
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
@@ -110,8 +111,10 @@ class Engine:
         broker = StreamBroker(timeout_s=cfg.timeouts.stream_request_seconds,
                               max_pending=cfg.limits.max_pending_streams)
         # The listener needs the context and the context needs the public port: bind first.
+        geoip = GeoIPDatabase(Path(cfg.geoip.database_file)) if cfg.geoip.database_file else None
         ctx = EngineContext(config=cfg, verifier=verifier, registry=Registry(), broker=broker, ports=self._tcp,
-                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__)
+                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__,
+                            geoip=geoip)
         self._listener = Listener.bind(ctx, host, port)
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
@@ -142,6 +145,8 @@ class Engine:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
         await _drain_streams(ctx, deadline)
+        if isinstance(ctx.geoip, GeoIPDatabase):
+            ctx.geoip.close()
         log.info("engine stopped")
 
     async def __aenter__(self) -> Engine:

@@ -10,15 +10,20 @@ raw relaying after the head. Requests for the engine's own host are answered loc
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import time
 
 import httptools
 
 from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
+from portway.engine.edges.stream import count_denial, refused_address
+from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
+from portway.errors import AuthError
 from portway.pipe import Pipe
 from portway.wire.codes import ErrorCode
 
@@ -61,7 +66,9 @@ class HttpEdge(Pipe):
         self._count = 0
         self._host_header: bytes | None = None
         self._forwarded_for: bytes | None = None
+        self._authorization: int | None = None  # index in _lines of the Authorization header
         self._head_bytes = 0
+        self._verified: tuple[str, float | None] | None = None  # token admitted on this connection, its expiry
         self._out: list[bytes] = []
         self._tunnel: Tunnel | None = None
         self._host: str | None = None
@@ -130,6 +137,7 @@ class HttpEdge(Pipe):
         self._host_header = None
         self._accept = None
         self._forwarded_for = None
+        self._authorization = None
         self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
@@ -153,6 +161,8 @@ class HttpEdge(Pipe):
             return
         elif lower in _DROPPED:
             return
+        elif lower == b"authorization":
+            self._authorization = len(self._lines)
         self._lines.append(b"%s: %s\r\n" % (name, value))
 
     def on_headers_complete(self) -> None:
@@ -170,10 +180,18 @@ class HttpEdge(Pipe):
             if self.sni and self.sni != name:
                 self._fail(421, "the request's Host does not match the TLS server name")
                 return
-            self._tunnel, self._host = tunnel, name
+            self._host = name
+            if refused_address(self.ctx, tunnel, self.source_ip) is not None:
+                self._fail(403, "your address is not allowed to reach this tunnel")
+                return
+            if not self._admit_token(tunnel):
+                return
+            self._tunnel = tunnel
             self._open_stream(tunnel)
         elif name != self._host:
             self._fail(421, "one connection serves one tunnel host")
+            return
+        elif not self._admit_token(self._tunnel):
             return
         self._forward(self._build_head())
 
@@ -191,6 +209,40 @@ class HttpEdge(Pipe):
                             self._parser.get_method().decode("latin-1"), self._url[:256].decode("latin-1"))
 
     # ---- helpers ----
+
+    def _admit_token(self, tunnel: Tunnel) -> bool:
+        """token_auth: this request carries a valid token (header or query), which is then removed so it
+        never reaches the upstream. Answers 401 and returns False otherwise."""
+        if tunnel.policy is None or not tunnel.policy.token_auth:
+            return True
+        header = self._lines[self._authorization] if self._authorization is not None else None
+        token = bearer_token(header.split(b":", 1)[1] if header else None)
+        if token is not None and self._authorization is not None:
+            del self._lines[self._authorization]
+            self._authorization = None
+        query_token, self._url = take_query_token(self._url)
+        token = token or query_token
+        if token is not None and self._token_valid(token):
+            return True
+        count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
+        challenge = 'Bearer realm="portway"' + (', error="invalid_token"' if token is not None else "")
+        self._fail(401, "a valid token is required: send Authorization: Bearer <token>",
+                   extra=f"WWW-Authenticate: {challenge}\r\n")
+        return False
+
+    def _token_valid(self, token: str) -> bool:
+        """Verify once per connection and token; later requests with the same token only check expiry."""
+        now = time.time()
+        if self._verified is not None:
+            known, expires_at = self._verified
+            if hmac.compare_digest(known, token) and (expires_at is None or now < expires_at):
+                return True
+        try:
+            principal = self.ctx.verifier.verify(token, now)
+        except AuthError:
+            return False
+        self._verified = (token, principal.expires_at)
+        return True
 
     def _grow(self, n: int) -> None:
         self._head_bytes += n
@@ -260,14 +312,14 @@ class HttpEdge(Pipe):
         if not keep:
             self.transport.close()
 
-    def _fail(self, status: int, detail: str) -> None:
+    def _fail(self, status: int, detail: str, extra: str = "") -> None:
         """Answer with an error page and close; nothing more is read from this visitor."""
         if self._failed:
             return
         self._failed = True
         host = self._host or self.sni
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_page(status, host, detail, self._accept))
+            self.transport.write(error_page(status, host, detail, self._accept, extra=extra))
             self.transport.close()
         access_log.info("src=%s host=%s status=%d %s", self.source_ip, host, status, detail)
         if self.peer is not None:
