@@ -18,6 +18,7 @@ from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
+from portway.engine.edges.pool import UpstreamPool
 from portway.engine.edges.tcp import TcpEdge
 from portway.engine.geoip import GeoIPDatabase
 from portway.engine.listener import Listener
@@ -48,7 +49,7 @@ def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     edge = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     edge.minimum_version = ssl.TLSVersion.TLSv1_2
     edge.load_cert_chain(files.cert, files.key)
-    edge.set_alpn_protocols(["http/1.1"])
+    edge.set_alpn_protocols(["h2", "http/1.1"])
     for ctx in (agent, edge):
         ctx.options |= ssl.OP_NO_COMPRESSION
     return agent, edge
@@ -114,7 +115,7 @@ class Engine:
         geoip = GeoIPDatabase(Path(cfg.geoip.database_file)) if cfg.geoip.database_file else None
         ctx = EngineContext(config=cfg, verifier=verifier, registry=Registry(), broker=broker, ports=self._tcp,
                             public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__,
-                            geoip=geoip)
+                            geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds))
         self._listener = Listener.bind(ctx, host, port)
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
@@ -133,6 +134,7 @@ class Engine:
         self._tcp.close()
         if ctx is None:
             return
+        ctx.upstreams.close()
         for session in list(ctx.sessions):
             session.close("engine shutting down")
         loop = asyncio.get_running_loop()
