@@ -14,11 +14,14 @@ Building a policy is where a tunnel asking for something this engine cannot enfo
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from portway.errors import AuthError
 from portway.wire.codes import ErrorCode
 from portway.wire.errors import InvalidTunnelProperties
 from portway.wire.messages import TunnelProperties
@@ -118,3 +121,30 @@ def take_query_token(target: bytes) -> tuple[str | None, bytes]:
         kept.append(pair)
     new_query = b"&".join(kept)
     return token, path + (b"?" + new_query if new_query else b"")
+
+
+class TokenMemo:
+    """token_auth on one visitor connection: a token is verified once, then only its expiry is checked
+    for the connection's later requests (a JWT check per request would cost more than relaying it).
+
+    `verify(token, now)` returns the token's expiry (None = none) or raises AuthError.
+    """
+
+    __slots__ = ("_known", "_verify")
+
+    def __init__(self, verify: Callable[[str, float], float | None]) -> None:
+        self._verify = verify
+        self._known: tuple[str, float | None] | None = None
+
+    def valid(self, token: str) -> bool:
+        now = time.time()
+        if self._known is not None:
+            known, expires_at = self._known
+            if hmac.compare_digest(known.encode(), token.encode()) and (expires_at is None or now < expires_at):
+                return True
+        try:
+            expires_at = self._verify(token, now)
+        except AuthError:
+            return False
+        self._known = (token, expires_at)
+        return True

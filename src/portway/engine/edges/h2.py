@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -29,10 +28,9 @@ from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
-from portway.engine.edges.stream import count_denial, refused_address
+from portway.engine.edges.stream import count_denial, refused_address, token_memo
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
-from portway.errors import AuthError
 from portway.pipe import Pipe
 from portway.wire.codes import ErrorCode
 
@@ -132,7 +130,7 @@ class H2Edge(Pipe):
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         self.exchanges: dict[int, _Exchange] = {}
         self._admitted: set[str] = set()  # tunnels whose network policy admitted this connection
-        self._verified: tuple[str, float | None] | None = None
+        self._tokens = token_memo(ctx)
         self._visitor_writable = True
         self._tracked = False
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -254,7 +252,7 @@ class H2Edge(Pipe):
                 drop = frozenset({b"authorization"})
             query_token, path = take_query_token(path)
             token = token or query_token
-            if token is None or not self._token_valid(token):
+            if token is None or not self._tokens.valid(token):
                 count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
                 challenge = b'Bearer realm="portway"' + (b', error="invalid_token"' if token is not None else b"")
                 self._answer(stream_id, 401, "a valid token is required: send Authorization: Bearer <token>",
@@ -410,19 +408,6 @@ class H2Edge(Pipe):
         self.flush()
 
     # ---- helpers ----
-
-    def _token_valid(self, token: str) -> bool:
-        now = time.time()
-        if self._verified is not None:
-            known, expires_at = self._verified
-            if hmac.compare_digest(known, token) and (expires_at is None or now < expires_at):
-                return True
-        try:
-            principal = self.ctx.verifier.verify(token, now)
-        except AuthError:
-            return False
-        self._verified = (token, principal.expires_at)
-        return True
 
     def _arm_idle_timer(self) -> None:
         self._idle_timer = asyncio.get_running_loop().call_later(

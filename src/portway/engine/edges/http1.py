@@ -10,20 +10,17 @@ raw relaying after the head. Requests for the engine's own host are answered loc
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-import time
 
 import httptools
 
 from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
-from portway.engine.edges.stream import count_denial, refused_address
+from portway.engine.edges.stream import count_denial, refused_address, token_memo
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
-from portway.errors import AuthError
 from portway.pipe import Pipe
 from portway.wire.codes import ErrorCode
 
@@ -68,7 +65,7 @@ class HttpEdge(Pipe):
         self._forwarded_for: bytes | None = None
         self._authorization: int | None = None  # index in _lines of the Authorization header
         self._head_bytes = 0
-        self._verified: tuple[str, float | None] | None = None  # token admitted on this connection, its expiry
+        self._tokens = token_memo(ctx)
         self._out: list[bytes] = []
         self._tunnel: Tunnel | None = None
         self._host: str | None = None
@@ -222,27 +219,13 @@ class HttpEdge(Pipe):
             self._authorization = None
         query_token, self._url = take_query_token(self._url)
         token = token or query_token
-        if token is not None and self._token_valid(token):
+        if token is not None and self._tokens.valid(token):
             return True
         count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
         challenge = 'Bearer realm="portway"' + (', error="invalid_token"' if token is not None else "")
         self._fail(401, "a valid token is required: send Authorization: Bearer <token>",
                    extra=f"WWW-Authenticate: {challenge}\r\n")
         return False
-
-    def _token_valid(self, token: str) -> bool:
-        """Verify once per connection and token; later requests with the same token only check expiry."""
-        now = time.time()
-        if self._verified is not None:
-            known, expires_at = self._verified
-            if hmac.compare_digest(known, token) and (expires_at is None or now < expires_at):
-                return True
-        try:
-            principal = self.ctx.verifier.verify(token, now)
-        except AuthError:
-            return False
-        self._verified = (token, principal.expires_at)
-        return True
 
     def _grow(self, n: int) -> None:
         self._head_bytes += n

@@ -7,6 +7,7 @@ import logging
 
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
+from portway.engine.policy import TokenMemo
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe, splice
 
@@ -22,6 +23,11 @@ def refused_address(ctx: EngineContext, tunnel: Tunnel, source_ip: str | None) -
     if reason is not None:
         count_denial(ctx, tunnel, reason, source_ip)
     return reason
+
+
+def token_memo(ctx: EngineContext) -> TokenMemo:
+    """A per-connection token_auth memo backed by the engine's token verifier."""
+    return TokenMemo(lambda token, now: ctx.verifier.verify(token, now).expires_at)
 
 
 def count_denial(ctx: EngineContext, tunnel: Tunnel, reason: str, source_ip: str | None) -> None:
