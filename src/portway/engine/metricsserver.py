@@ -52,7 +52,7 @@ class MetricsServer:
         except OSError as error:
             raise ConfigError(f"metrics.prometheus.listen_addr: cannot listen on {self.section.listen_addr}: "
                               f"{error.strerror or error}") from None
-        shown = f"[{host}]" if ":" in host else host
+        shown = f"[{host}]" if ":" in host else (host or "*")
         log.info("metrics listening on http://%s:%d%s%s", shown, self.port, self.section.path,
                  " (bearer token required)" if self._token is not None else "")
 
