@@ -22,6 +22,8 @@ from portway.engine.edges.pool import UpstreamPool
 from portway.engine.edges.tcp import TcpEdge
 from portway.engine.geoip import GeoIPDatabase
 from portway.engine.listener import Listener
+from portway.engine.metrics import engine_registry
+from portway.engine.metricsserver import MetricsServer
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
 from portway.errors import ConfigError
@@ -58,7 +60,6 @@ def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 def _refuse_unserved(cfg: EngineConfig) -> None:
     unserved = {
         "http.enabled": cfg.http.enabled,
-        "metrics.prometheus.enabled": cfg.metrics.prometheus.enabled,
         "tls.enabled=false": not cfg.tls.enabled,
     }
     for key, set_ in unserved.items():
@@ -86,6 +87,7 @@ class Engine:
         self.ctx: EngineContext | None = None
         self._listener: Listener | None = None
         self._tcp = TcpEdge()
+        self.metrics: MetricsServer | None = None
         self._stopped = asyncio.Event()
 
     @property
@@ -102,7 +104,8 @@ class Engine:
 
     async def start(self) -> None:
         """Bind and begin accepting. Raises OSError if the listen address is taken, ConfigError for
-        settings this engine does not serve yet (refused, never silently ignored)."""
+        settings this engine does not serve yet (refused, never silently ignored) or a metrics address
+        that cannot be bound."""
         cfg = self.config
         _refuse_unserved(cfg)
         agent_tls, edge_tls = _tls_contexts(self.cert_files)
@@ -120,6 +123,14 @@ class Engine:
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
         self.ctx = ctx
+        if cfg.metrics.prometheus.enabled:
+            metrics = MetricsServer(cfg.metrics.prometheus, cfg.timeouts, engine_registry(ctx))
+            try:
+                await metrics.start()
+            except ConfigError:
+                self._listener.stop()
+                raise
+            self.metrics = metrics
         self._listener.start()
         log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
 
@@ -132,6 +143,8 @@ class Engine:
         if self._listener is not None:
             self._listener.stop()
         self._tcp.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         if ctx is None:
             return
         ctx.upstreams.close()

@@ -103,6 +103,7 @@ class HttpEdge(Pipe):
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)  # Pipe's count, which this override bypasses: idle check and metrics
         if self._failed:
             return
         if self._raw:
