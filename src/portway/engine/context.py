@@ -63,11 +63,18 @@ class OpenStreams:
         return self._visitors
 
     def add(self, visitor: Pipe, agent: Pipe) -> None:
-        for pipe, is_visitor in ((visitor, True), (agent, False)):
-            self._pipes[pipe] = is_visitor
-            self._visitors += is_visitor
-            self._empty.clear()
-            pipe.notify_close(self._discard)
+        """A spliced stream: the visitor's connection and the agent's."""
+        self.track(visitor, visitor=True)
+        self.track(agent, visitor=False)
+
+    def track(self, pipe: Pipe, *, visitor: bool) -> None:
+        """One side on its own, for edges that are not 1:1 (an HTTP/2 visitor over pooled agent streams)."""
+        if pipe in self._pipes:
+            return
+        self._pipes[pipe] = visitor
+        self._visitors += visitor
+        self._empty.clear()
+        pipe.notify_close(self._discard)
 
     def live_bytes(self) -> tuple[int, int]:
         """(from visitors, to visitors): bytes received so far on the connections still open."""

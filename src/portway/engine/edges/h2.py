@@ -268,7 +268,7 @@ class H2Edge(Pipe):
         self.exchanges[stream_id] = exchange
         if not self._tracked:
             self._tracked = True
-            self.ctx.streams.add(self)
+            self.ctx.streams.track(self, visitor=True)
         upstream = self.ctx.upstreams.take_idle(tunnel)
         if upstream is not None:
             exchange.attach(upstream)
@@ -287,7 +287,7 @@ class H2Edge(Pipe):
                                else "the agent could not reach the service behind this tunnel")
             return
         upstream = UpstreamH1.take(agent, exchange.tunnel, self.ctx.upstreams)
-        self.ctx.streams.add(upstream)
+        self.ctx.streams.track(upstream, visitor=False)
         if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
             upstream.close()  # the visitor gave up meanwhile; the framing of this connection is unknown
             return
