@@ -60,6 +60,7 @@ class _Exchange:
     writable: bool = True
     pending: list[bytes] = field(default_factory=list)  # response bytes waiting for the visitor's window
     pending_bytes: int = 0
+    websocket_key: bytes | None = None  # an extended CONNECT relayed as an HTTP/1.1 WebSocket upgrade
     status: int = 0
     response_bytes: int = 0
     response_ended: bool = False
@@ -83,10 +84,12 @@ class _Exchange:
         self.request_ended = True
         if self.chunked:
             self.send_upstream(h2rules.LAST_CHUNK)
+        elif self.websocket_key is not None and self.upstream is not None and self.upstream.raw:
+            self.upstream.send_eof()
 
     def attach(self, upstream: UpstreamH1) -> None:
         self.upstream = upstream
-        upstream.start(self, head_only=self.request.method == b"HEAD")
+        upstream.start(self, head_only=self.request.method == b"HEAD", upgrade=self.websocket_key is not None)
         if self.queued:
             upstream.send(b"".join(self.queued))
             self.queued.clear()
@@ -95,6 +98,18 @@ class _Exchange:
     # ---- ResponseSink ----
 
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if status == 101:
+            accept = next((v.strip() for k, v in headers if k.lower() == b"sec-websocket-accept"), None)
+            assert self.websocket_key is not None
+            if accept != h2rules.websocket_accept(self.websocket_key):
+                self.edge.fail_exchange(self, 502, "the service behind this tunnel answered the WebSocket "
+                                        "handshake wrongly")
+                return
+            self.status = 200
+            self.edge.send_head(self, h2rules.websocket_response_headers(headers))
+            if self.request_ended and self.upstream is not None:
+                self.upstream.send_eof()
+            return
         self.status = status
         self.edge.send_head(self, h2rules.h2_response_headers(status, headers))
 
@@ -141,9 +156,12 @@ class H2Edge(Pipe):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.source_ip = peer_ip(transport)
-        self.conn.local_settings.update({
+        # Initial values, not update(): updated settings only apply once acknowledged, and the first
+        # SETTINGS frame would carry the defaults (ENABLE_CONNECT_PROTOCOL=0).
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSocket over HTTP/2 (RFC 8441)
         })
         self.conn.initiate_connection()
         self.flush()
@@ -236,9 +254,6 @@ class H2Edge(Pipe):
         if self.sni and self.sni != name:
             self._answer(stream_id, 421, "the request's authority does not match the TLS server name", accept, name)
             return
-        if request.protocol is not None:
-            self._answer(stream_id, 501, "extended CONNECT is not relayed over HTTP/2 yet", accept, name)
-            return
         if tunnel.id not in self._admitted:
             if refused_address(self.ctx, tunnel, self.source_ip) is not None:
                 self._answer(stream_id, 403, "your address is not allowed to reach this tunnel", accept, name)
@@ -259,10 +274,14 @@ class H2Edge(Pipe):
                              accept, name, extra=[(b"www-authenticate", challenge)])
                 return
         has_body = event.stream_ended is None
-        chunked = has_body and request.header(b"content-length") is None
+        websocket = request.protocol is not None
+        chunked = has_body and not websocket and request.header(b"content-length") is None
         exchange = _Exchange(self, stream_id, tunnel, request, chunked)
+        if websocket:
+            exchange.websocket_key = h2rules.websocket_key()
         exchange.queued.append(h2rules.h1_request_head(
-            request, client_ip=self.source_ip or "unknown", scheme=self.scheme, chunked=chunked, drop=drop, path=path))
+            request, client_ip=self.source_ip or "unknown", scheme=self.scheme, chunked=chunked, drop=drop, path=path,
+            websocket_key=exchange.websocket_key))
         if not has_body:
             exchange.request_ended = True
         self.exchanges[stream_id] = exchange

@@ -8,6 +8,9 @@ which HTTP/2 forbids.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import secrets
 from dataclasses import dataclass
 
 # Connection-specific headers (RFC 9113 §8.2.2, RFC 9110 §7.6.1): never forwarded across versions.
@@ -59,26 +62,35 @@ def parse_request(headers: list[tuple[bytes, bytes]]) -> H2Request:
         authority = next((v for k, v in regular if k == b"host"), b"")
     if method == b"CONNECT" and b":protocol" not in pseudo:
         raise RequestError(501, "plain CONNECT over HTTP/2 is not relayed; use HTTP/1.1")
+    protocol = pseudo.get(b":protocol")
+    if protocol is not None and (method != b"CONNECT" or protocol.lower() != b"websocket"):
+        raise RequestError(501, "only the websocket protocol is relayed by extended CONNECT")
     path = pseudo.get(b":path", b"")
     if not path or not authority:
         raise RequestError(400, "the request has no path or authority")
     if len(path) > MAX_TARGET_BYTES:
         raise RequestError(414, "the request target is too long")
-    return H2Request(method, path, authority, tuple(regular), pseudo.get(b":protocol"))
+    return H2Request(method, path, authority, tuple(regular), protocol)
 
 
 def h1_request_head(request: H2Request, *, client_ip: str, scheme: bytes, chunked: bool,
-                    drop: frozenset[bytes] = frozenset(), path: bytes | None = None) -> bytes:
+                    drop: frozenset[bytes] = frozenset(), path: bytes | None = None,
+                    websocket_key: bytes | None = None) -> bytes:
     """The HTTP/1.1 head sent upstream for an HTTP/2 request.
 
     `drop` names further headers to leave out (e.g. a credential consumed by the edge); `path`
-    replaces the target (e.g. with a token parameter removed).
+    replaces the target (e.g. with a token parameter removed). With `websocket_key`, an extended
+    CONNECT becomes the HTTP/1.1 WebSocket handshake (RFC 8441 §5 ⇄ RFC 6455 §4.1).
     """
     lines: list[bytes] = []
+    method = request.method
+    if websocket_key is not None:
+        method = b"GET"
+        lines.append(b"upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: %s\r\n" % websocket_key)
     cookies: list[bytes] = []
     forwarded_for: bytes | None = None
     for name, value in request.headers:
-        if name in HOP_BY_HOP or name in EDGE_SET or name in drop or name == b"host":
+        if name in HOP_BY_HOP or name in EDGE_SET or name in drop or name in (b"host", b"sec-websocket-key"):
             continue
         if name == b"cookie":
             cookies.append(value)
@@ -95,7 +107,7 @@ def h1_request_head(request: H2Request, *, client_ip: str, scheme: bytes, chunke
     client = client_ip.encode()
     forwarded_for = forwarded_for + b", " + client if forwarded_for else client
     target = path if path is not None else request.path
-    return (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (request.method, target, request.authority, b"".join(lines))
+    return (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (method, target, request.authority, b"".join(lines))
             + b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n\r\n" % (
                 forwarded_for, scheme, request.authority))
 
@@ -113,6 +125,24 @@ def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]]) -> list
             continue
         out.append((lower, value))
     return out
+
+
+WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def websocket_key() -> bytes:
+    return base64.b64encode(secrets.token_bytes(16))
+
+
+def websocket_accept(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept an upstream must answer `key` with (RFC 6455 §4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + WEBSOCKET_GUID).digest())  # noqa: S324 - fixed by the RFC
+
+
+def websocket_response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The HTTP/2 200 that accepts an extended CONNECT, from the upstream's 101 (the accept key stays behind)."""
+    out = h2_response_headers(200, headers)
+    return [(k, v) for k, v in out if k != b"sec-websocket-accept"]
 
 
 def chunk(data: bytes) -> bytes:

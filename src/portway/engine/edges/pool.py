@@ -54,6 +54,8 @@ class UpstreamH1(Pipe):
         self._head_only = False
         self._done = True
         self._until_close = False
+        self._upgrade = False  # the request asked to switch protocols (WebSocket)
+        self.raw = False  # switched: bytes relayed as they are, both ways, until either side closes
         self.reusable = False
 
     @classmethod
@@ -69,9 +71,10 @@ class UpstreamH1(Pipe):
 
     # ---- one exchange ----
 
-    def start(self, sink: ResponseSink, *, head_only: bool) -> None:
-        """Serve a new request: responses now go to `sink`."""
+    def start(self, sink: ResponseSink, *, head_only: bool, upgrade: bool = False) -> None:
+        """Serve a new request: responses now go to `sink`. With `upgrade`, a 101 switches to raw bytes."""
         self.sink = sink
+        self._upgrade = upgrade
         self._parser = httptools.HttpResponseParser(self)
         self._headers = []
         self._head_bytes = 0
@@ -85,6 +88,14 @@ class UpstreamH1(Pipe):
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def send_eof(self) -> None:
+        """The visitor finished sending on a switched connection: half-close toward the upstream."""
+        if self.transport is not None and not self.transport.is_closing():
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            else:
+                self.transport.close()
 
     def pause(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -103,16 +114,25 @@ class UpstreamH1(Pipe):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self.raw:
+            if self.sink is not None:
+                self.sink.response_body(data)
+            return
         if self._done or self._parser is None:
             log.info("tunnel %s: upstream sent bytes outside a response; closing it", self.tunnel.id)
             self.abort()
             return
         try:
             self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        except httptools.HttpParserUpgrade as upgrade:
+            self._switched(data[int(upgrade.args[0]) if upgrade.args else len(data):])
+        except httptools.HttpParserError:
             self._fail("the service behind this tunnel sent an invalid HTTP/1.1 response")
 
     def eof_received(self) -> bool:
+        if self.raw:
+            self._finish(reusable=False)
+            return False
         if not self._done:
             if self._until_close and self.sink is not None:
                 self._finish(reusable=False)
@@ -146,6 +166,14 @@ class UpstreamH1(Pipe):
         if self._head_bytes > MAX_RESPONSE_HEAD_BYTES or len(self._headers) > MAX_RESPONSE_HEADERS:
             self._fail("the service behind this tunnel sent a response head that is too large")
             return
+        if status == 101:
+            if not self._upgrade:
+                self._fail("the service behind this tunnel switched protocols unasked")
+                return
+            self.raw = True
+            if self.sink is not None:
+                self.sink.response_head(status, self._headers)
+            return
         if 100 <= status < 200:
             self._headers = []  # interim response (100 Continue, 103 Early Hints): not relayed
             return
@@ -157,16 +185,23 @@ class UpstreamH1(Pipe):
             self._finish(reusable=self._parser.should_keep_alive() and not self._until_close)
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None and not self._done:
+        if self.sink is not None and not self._done and not self.raw:
             self.sink.response_body(bytes(body))
 
     def on_message_complete(self) -> None:
         assert self._parser is not None
-        if self._done or 100 <= self._parser.get_status_code() < 200:
+        if self._done or self.raw or 100 <= self._parser.get_status_code() < 200:
             return
         self._finish(reusable=self._parser.should_keep_alive())
 
     # ---- helpers ----
+
+    def _switched(self, first: bytes) -> None:
+        """The parser stopped after a 101: what follows the head is the new protocol's."""
+        if not self.raw:  # set by on_headers_complete only when the request asked to upgrade
+            self._fail("the service behind this tunnel switched protocols unasked")
+        elif first and self.sink is not None:
+            self.sink.response_body(first)
 
     def _finish(self, *, reusable: bool) -> None:
         self._done = True
