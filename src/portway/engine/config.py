@@ -274,6 +274,10 @@ class TcpSection(_Section):
     listen_host: Host = Field(default="127.0.0.1", description="Interface the published ports bind to.")
     port_min: Port = Field(default=20000, description="Lowest port handed out.")
     port_max: Port = Field(default=20999, description="Highest port handed out.")
+    reserve_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=300,
+        description="A port whose agent vanished stays reserved for the same credential this long (0 = never).",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> TcpSection:

@@ -95,8 +95,11 @@ class AgentSession(asyncio.Protocol):
             self._timer.cancel()
         for task in self._tasks:
             task.cancel()
+        # An agent that vanished will be back: its TCP ports stay reserved for it. One that said goodbye
+        # (or that the engine dropped for misbehaving) releases them.
+        reserve = reason in ("connection closed", "liveness expired", "agent stopped reading", "engine shutting down")
         for tunnel in list(self.tunnels.values()):
-            self._withdraw(tunnel)
+            self._withdraw(tunnel, reserve=reserve)
         self.ctx.sessions.discard(self)
         log.info("control channel closed: client %s (%s)", self.client_id, reason)
 
@@ -271,9 +274,9 @@ class AgentSession(asyncio.Protocol):
         self._withdraw(tunnel)
         self._reply(lambda conn: conn.tunnel_closed(tunnel_id))
 
-    def _withdraw(self, tunnel: Tunnel) -> None:
+    def _withdraw(self, tunnel: Tunnel, *, reserve: bool = False) -> None:
         self.tunnels.pop(tunnel.id, None)
         self.ctx.registry.remove(tunnel)
-        self.ctx.ports.release(tunnel)
+        self.ctx.ports.release(tunnel, reserve=reserve)
         self.ctx.broker.fail_tunnel(tunnel)
 

@@ -3,6 +3,7 @@ broker, then splice."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from portway.engine.broker import StreamFailed
@@ -48,5 +49,8 @@ async def connect_visitor(ctx: EngineContext, tunnel: Tunnel, visitor: Pipe, sou
         log.info("tunnel %s: stream for %s failed: %s", tunnel.id, source_ip, error.reason)
         visitor.close()
         return
+    except asyncio.CancelledError:  # engine shutdown while the agent was still to answer
+        visitor.close()
+        raise
     splice(visitor, agent)
     ctx.streams.add(visitor, agent)
