@@ -173,6 +173,16 @@ async def test_oversized_heads_get_431(tmp_path: Path) -> None:
         assert (await raw_exchange(http_port(engine), many)).startswith(b"HTTP/1.1 431 ")
 
 
+async def test_nothing_is_answered_after_a_closing_response(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="portway.access")
+    async with running_engine(tmp_path, HTTP_ON) as engine:
+        answer = await raw_exchange(http_port(engine), b"GET /one HTTP/1.0\r\nHost: localhost\r\n\r\n"
+                                                       b"GET /two HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert answer.count(b"HTTP/1.1 308 ") == 1 and b"/one\r\n" in answer and b"/two" not in answer
+    assert log_count(caplog, "portway.access", "status=") == 1  # the redirect; no 400 for the second request
+
+
 async def test_upgrade_request_is_redirected_then_closed(tmp_path: Path) -> None:
     async with running_engine(tmp_path, HTTP_ON) as engine:
         answer = await raw_exchange(http_port(engine), b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"

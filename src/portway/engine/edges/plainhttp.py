@@ -204,8 +204,8 @@ class RedirectEdge(asyncio.Protocol):
             self._accept = value.decode("latin-1")
 
     def on_message_complete(self) -> None:
-        if self._failed or self.transport is None:
-            return
+        if self._failed or self.transport is None or self.transport.is_closing():
+            return  # requests pipelined after a `Connection: close` answer get none
         if self._hosts > 1:
             self._fail(400, "more than one Host header")
             return
@@ -242,9 +242,10 @@ class RedirectEdge(asyncio.Protocol):
         if self._failed:
             return
         self._failed = True
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_page(status, host, detail, self._accept))
-            self.transport.close()
+        if self.transport is None or self.transport.is_closing():
+            return  # already answered and closing (e.g. bytes pipelined after `Connection: close`)
+        self.transport.write(error_page(status, host, detail, self._accept))
+        self.transport.close()
         self.ctx.counters.count(self.ctx.counters.http_responses, status)
         access_log.info("src=%s host=%s plain-http status=%d %s", self.source_ip, host, status, detail)
 
