@@ -10,7 +10,7 @@ cleartext instead, through the same `HttpEdge` as the TLS port (`scheme="http"`,
 Host, `X-Forwarded-Proto: http`, error pages and the engine's health endpoint all behave the same.
 
 h2c with prior knowledge (RFC 9113 §3.3) is not served yet: its preface fails HTTP/1.1 parsing and is
-answered 400. The HTTP/2 edge will recognise the preface in `PlainHttpListener._new_connection`.
+answered 400. Its place is `PlainHttpListener._new_connection`.
 """
 
 from __future__ import annotations
@@ -320,8 +320,8 @@ class PlainHttpListener:
         self._connections.clear()
 
     def _new_connection(self) -> asyncio.Protocol:
-        # h2c prior knowledge belongs here: a protocol that sniffs the `PRI * HTTP/2.0` preface and hands the
-        # connection to the HTTP/2 edge, or to the HTTP/1.1 protocol below.
+        # h2c prior knowledge belongs here: a protocol that sniffs the 24-byte `PRI * HTTP/2.0` preface and hands
+        # the connection to `H2Edge(ctx, None, scheme="http")` (serve mode), else to the HTTP/1.1 protocol below.
         if self.serve_tunnels:
             return _ClearHttpEdge(self.ctx, self._connections)
         return RedirectEdge(self.ctx, self.may_redirect, self._connections)
