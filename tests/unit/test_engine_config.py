@@ -374,3 +374,17 @@ def test_describe_defaults_round_trips(tmp_path: Path) -> None:
     assert tuple(flat) == ALL_KEYS
     assert "token_jwt_secret: null" in text
     assert "stream_request_seconds: 30\n" in text
+
+
+def test_http_serve_tunnels_from_file_and_environment(tmp_path: Path) -> None:
+    """Portway's `http.serve_tunnels`: off by default, set in the file, and overridden from the environment."""
+    assert EngineConfig().http.serve_tunnels is False
+    assert "http.serve_tunnels" in ALL_KEYS
+    assert "serve_tunnels: false" in describe_defaults()
+    path = write(tmp_path, "http:\n  enabled: true\n  serve_tunnels: true\n")
+    assert load_config(path, {}).http.serve_tunnels is True
+    env = {"RSTREAM_ENGINE_HTTP__SERVE_TUNNELS": "false", "RSTREAM_ENGINE_HTTP__LISTEN_ADDR": "[::1]:8081"}
+    cfg = load_config(path, env)
+    assert (cfg.http.enabled, cfg.http.serve_tunnels, cfg.http.address) == (True, False, ("::1", 8081))
+    with pytest.raises(ConfigError, match=r"'http\.serve_tunnels'.*RSTREAM_ENGINE_HTTP__SERVE_TUNNELS"):
+        load_config(None, {"RSTREAM_ENGINE_HTTP__SERVE_TUNNELS": "sometimes"})

@@ -68,6 +68,9 @@ def _engine_banner(engine: Engine, state: EngineState) -> None:
     cfg = engine.config
     host, _ = cfg.tls.address
     click.echo(f"Portway engine {__version__} listening on {host}:{engine.port} (engine host {cfg.engine.host})")
+    if cfg.http.enabled:  # worded without "listening on": scripts read the TLS port from that line
+        how = "serving http tunnels in cleartext" if cfg.http.serve_tunnels else "redirecting to https"
+        click.echo(f"Plain HTTP on {cfg.http.address[0]}:{engine.http_port} ({how})")
     if not cfg.certs.static.enabled:
         click.echo(f"CA certificate: {state.ca_path}")
     if cfg.auth.jwt.enabled:
@@ -266,6 +269,8 @@ async def _up(server: Engine, state: EngineState, target: str | None) -> None:
         if tunnel is not None:
             click.echo(f"Forwarding {tunnel.forwarding_address} -> {where[0]}:{where[1]}")
             click.echo(f"Try: curl --cacert {state.ca_path} {tunnel.forwarding_address}/")
+            if server.config.http.serve_tunnels and server.http_port is not None:
+                click.echo(f"Or in cleartext: curl http://{tunnel.properties.hostname}:{server.http_port}/")
             ready.set()
         elif error is not None:
             click.echo(f"{status}: {error}", err=True)

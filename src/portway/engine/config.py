@@ -166,10 +166,14 @@ class EngineSection(_Section):
 
 
 class HttpSection(_Section):
-    """Plain-HTTP listener for published HTTP tunnels."""
+    """Plain-HTTP listener: redirects to HTTPS, or serves published HTTP tunnels in cleartext."""
 
     enabled: bool = Field(default=False, description="Serve plain HTTP.")
     listen_addr: ListenAddr = Field(default="127.0.0.1:8080", description="host:port ([::1]:port for IPv6).")
+    serve_tunnels: bool = Field(
+        default=False,
+        description="Portway: serve published HTTP tunnels in cleartext here instead of redirecting to HTTPS.",
+    )
 
     @property
     def address(self) -> tuple[str, int]:

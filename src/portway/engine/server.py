@@ -1,7 +1,8 @@
-"""`Engine`: binds the listener, owns every task, and shuts down in phases.
+"""`Engine`: binds the listeners, owns every task, and shuts down in phases.
 
 Shutdown order: stop accepting, close control channels (agents see the channel end and reconnect
-elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest.
+elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest, close
+idle plain-HTTP connections.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
+from portway.engine.edges.plainhttp import PlainHttpListener
 from portway.engine.edges.pool import UpstreamPool
 from portway.engine.edges.tcp import TcpEdge
 from portway.engine.geoip import GeoIPDatabase
@@ -59,7 +61,6 @@ def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 def _refuse_unserved(cfg: EngineConfig) -> None:
     unserved = {
-        "http.enabled": cfg.http.enabled,
         "tls.enabled=false": not cfg.tls.enabled,
     }
     for key, set_ in unserved.items():
@@ -86,6 +87,7 @@ class Engine:
         self.state = state
         self.ctx: EngineContext | None = None
         self._listener: Listener | None = None
+        self._http: PlainHttpListener | None = None
         self._tcp = TcpEdge()
         self.metrics: MetricsServer | None = None
         self._stopped = asyncio.Event()
@@ -94,6 +96,11 @@ class Engine:
     def port(self) -> int:
         assert self._listener is not None
         return self._listener.port
+
+    @property
+    def http_port(self) -> int | None:
+        """The plain-HTTP listener's port, None when `http.enabled` is off."""
+        return self._http.port if self._http is not None else None
 
     @property
     def cert_files(self) -> CertFiles:
@@ -123,16 +130,29 @@ class Engine:
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
         self.ctx = ctx
+        if cfg.http.enabled:
+            try:
+                self._http = PlainHttpListener.bind(ctx)
+            except OSError as error:
+                self._listener.stop()
+                raise ConfigError(f"http.listen_addr: cannot listen on {cfg.http.listen_addr}: "
+                                  f"{error.strerror or error}") from None
         if cfg.metrics.prometheus.enabled:
             metrics = MetricsServer(cfg.metrics.prometheus, cfg.timeouts, engine_registry(ctx))
             try:
                 await metrics.start()
             except ConfigError:
                 self._listener.stop()
+                if self._http is not None:
+                    self._http.stop()
                 raise
             self.metrics = metrics
+        if self._http is not None:
+            await self._http.start()
         self._listener.start()
         log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
+        if self._http is not None:
+            log.info("plain HTTP on %s:%d, %s", cfg.http.address[0], self._http.port, self._http.mode)
 
     async def stop(self) -> None:
         """Graceful shutdown; safe to call twice."""
@@ -142,6 +162,8 @@ class Engine:
         ctx = self.ctx
         if self._listener is not None:
             self._listener.stop()
+        if self._http is not None:
+            self._http.stop()
         self._tcp.close()
         if self.metrics is not None:
             await self.metrics.close()
@@ -162,6 +184,8 @@ class Engine:
         await _drain_streams(ctx, deadline)
         if isinstance(ctx.geoip, GeoIPDatabase):
             ctx.geoip.close()
+        if self._http is not None:
+            self._http.close_connections()
         log.info("engine stopped")
 
     async def __aenter__(self) -> Engine:

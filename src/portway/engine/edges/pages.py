@@ -10,6 +10,7 @@ REASONS = {
     408: "Request Timeout", 414: "URI Too Long", 501: "Not Implemented",
     421: "Misdirected Request", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
+    308: "Permanent Redirect",  # the plain-HTTP listener's redirect to HTTPS
 }
 
 
