@@ -148,6 +148,7 @@ class H2Edge(Pipe):
         self._tokens = token_memo(ctx)
         self._visitor_writable = True
         self._tracked = False
+        self._flush_scheduled = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
 
@@ -173,7 +174,7 @@ class H2Edge(Pipe):
             events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as error:
             log.info("HTTP/2 protocol error from %s: %s", self.source_ip, error)
-            self.flush()  # h2 has queued a GOAWAY
+            self.flush_now()  # h2 has queued a GOAWAY
             self.close()
             return
         for event in events:
@@ -203,6 +204,14 @@ class H2Edge(Pipe):
                 exchange.upstream.resume()
 
     def flush(self) -> None:
+        """Send what h2 has queued — at the end of this loop iteration, so that a response's head, body
+        and end (and other streams' frames) leave as one TLS write rather than one per frame."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self._flush_scheduled = False
         out = self.conn.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
@@ -232,7 +241,7 @@ class H2Edge(Pipe):
                 if exchange is not None:
                     self.send_pending(exchange)
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self.flush()
+            self.flush_now()
             self.close()
 
     def _request(self, event: h2.events.RequestReceived) -> None:
@@ -437,7 +446,7 @@ class H2Edge(Pipe):
         if not self.exchanges and self.bytes_in == self._moved_at_last_check:
             log.info("closing idle HTTP/2 visitor connection from %s", self.source_ip)
             self.conn.close_connection()
-            self.flush()
+            self.flush_now()
             self.close()
             return
         self._moved_at_last_check = self.bytes_in
