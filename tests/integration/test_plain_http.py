@@ -147,7 +147,7 @@ async def test_foreign_hosts_are_not_redirected(tmp_path: Path, caplog: pytest.L
 @pytest.mark.parametrize(("request_bytes", "detail"), [
     (b"GARBAGE\r\n\r\n", b"not valid HTTP/1.1"),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"not valid HTTP/1.1"),  # a TLS ClientHello
-    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"not valid HTTP/1.1"),  # h2c prior knowledge: not served yet
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"not valid HTTP/1.1"),  # h2c is served only with serve_tunnels
     (b"GET / HTTP/1.0\r\n\r\n", b"Host header is required"),
     (b"GET / HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n", b"more than one Host"),
     (b"GET / HTTP/1.1\r\nHost: user@localhost\r\n\r\n", b"not a valid host name"),
@@ -223,6 +223,33 @@ async def test_serve_tunnels_relays_to_the_tunnel_in_cleartext(tmp_path: Path) -
         health = await client.get("/healthz", headers={"Host": "localhost"})
         assert health.status_code == 200
         assert json.loads(health.content)["tunnels"] == 1
+
+
+async def test_serve_tunnels_speaks_h2c_with_prior_knowledge(tmp_path: Path) -> None:
+    async with running_engine(tmp_path, SERVE) as engine, EchoServer(http=True) as upstream, \
+            http_tunnel(engine, upstream.port) as hostname, \
+            httpx.AsyncClient(http1=False, http2=True, trust_env=False, timeout=5 * UNIT_S) as client:
+        url = f"http://127.0.0.1:{http_port(engine)}"
+        got = await client.get(f"{url}/h2c?x=1", headers={"Host": hostname})
+        assert got.http_version == "HTTP/2" and got.status_code == 200
+        assert got.text.startswith("GET /h2c?x=1 HTTP/1.1\n")
+        assert "X-Forwarded-Proto: http\n" in got.text.replace("x-forwarded-proto", "X-Forwarded-Proto")
+        missing = await client.get(f"{url}/", headers={"Host": "nobody.t.localhost"})
+        assert missing.status_code == 404
+
+
+async def test_h2c_preface_split_across_segments_is_recognised(tmp_path: Path) -> None:
+    async with running_engine(tmp_path, SERVE) as engine:
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port(engine))
+        try:
+            writer.write(b"PRI * HTTP/2.0\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # + empty SETTINGS
+            frame = await asyncio.wait_for(reader.readexactly(9), 5 * UNIT_S)
+            assert frame[3] == 0x4  # the engine's SETTINGS: it is speaking HTTP/2
+        finally:
+            await close_writer(writer)
 
 
 async def test_serve_tunnels_error_pages(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ With `http.serve_tunnels` (a Portway extension) the listener serves published HT
 cleartext instead, through the same `HttpEdge` as the TLS port (`scheme="http"`, no SNI): routing by
 Host, `X-Forwarded-Proto: http`, error pages and the engine's health endpoint all behave the same.
 
-h2c with prior knowledge (RFC 9113 §3.3) is not served yet: its preface fails HTTP/1.1 parsing and is
-answered 400. Its place is `PlainHttpListener._new_connection`.
+In serve mode, HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3) is served too: a connection that opens
+with the HTTP/2 preface goes to the same `H2Edge` as ALPN h2 on the TLS port.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.context import EngineContext
 from portway.wire.hostnames import is_engine_hostname
 
+from .h2 import H2Edge
 from .http1 import MAX_HEAD_BYTES, MAX_HEADERS, HttpEdge
 from .pages import error_page, response
 
@@ -271,6 +272,69 @@ class _ClearHttpEdge(HttpEdge):
         super().connection_lost(exc)
 
 
+class _ClearH2Edge(H2Edge):
+    """`H2Edge` for h2c prior knowledge; remembers its transport so shutdown can close what is left."""
+
+    def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
+        super().__init__(ctx, None, scheme="http")
+        self._connections = connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._connections.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self._connections.discard(self.transport)
+        super().connection_lost(exc)
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class _Sniff(asyncio.Protocol):
+    """Serve mode: read just enough of a new connection to tell h2c prior knowledge (the 24-byte
+    preface) from HTTP/1.1, then hand the transport and the bytes read to the right edge."""
+
+    def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
+        self.ctx = ctx
+        self.connections = connections
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.connections.add(transport)
+        self.timer = asyncio.get_running_loop().call_later(self.ctx.config.timeouts.http_idle_seconds, self._idle)
+
+    def _idle(self) -> None:
+        assert self.transport is not None
+        logging.getLogger("portway.engine.http").info(
+            "closing idle visitor connection from %s", peer_ip(self.transport))
+        self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) < len(H2_PREFACE) and H2_PREFACE.startswith(self.buffer):
+            return  # could still be the preface
+        assert self.transport is not None
+        if self.timer is not None:
+            self.timer.cancel()
+        self.connections.discard(self.transport)
+        edge: asyncio.Protocol = (_ClearH2Edge(self.ctx, self.connections) if self.buffer.startswith(H2_PREFACE)
+                                  else _ClearHttpEdge(self.ctx, self.connections))
+        self.transport.set_protocol(edge)
+        edge.connection_made(self.transport)
+        edge.data_received(self.buffer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.transport is not None:
+            self.connections.discard(self.transport)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The listener
 
@@ -320,10 +384,8 @@ class PlainHttpListener:
         self._connections.clear()
 
     def _new_connection(self) -> asyncio.Protocol:
-        # h2c prior knowledge belongs here: a protocol that sniffs the 24-byte `PRI * HTTP/2.0` preface and hands
-        # the connection to `H2Edge(ctx, None, scheme="http")` (serve mode), else to the HTTP/1.1 protocol below.
         if self.serve_tunnels:
-            return _ClearHttpEdge(self.ctx, self._connections)
+            return _Sniff(self.ctx, self._connections)
         return RedirectEdge(self.ctx, self.may_redirect, self._connections)
 
     def may_redirect(self, host: str) -> bool:
