@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ from portway.engine.edges import h2rules
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, refused_address, token_memo
+from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
@@ -314,7 +316,18 @@ class H2Edge(Pipe):
             self.fail_exchange(exchange, status, "the tunnel's agent is unavailable" if status != 502
                                else "the agent could not reach the service behind this tunnel")
             return
-        upstream = UpstreamH1.take(agent, exchange.tunnel, self.ctx.upstreams)
+        tunnel = exchange.tunnel
+        if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
+            try:
+                upstream = await over_tls(agent, lambda: UpstreamH1(tunnel, self.ctx.upstreams),
+                                          self.ctx.config.timeouts.first_message_seconds)
+            except (OSError, ssl.SSLError, TimeoutError) as error:
+                log.info("tunnel %s: TLS to the upstream failed: %s", tunnel.id, error)
+                agent.close()
+                self.fail_exchange(exchange, 502, "TLS to the service behind this tunnel failed")
+                return
+        else:
+            upstream = UpstreamH1.take(agent, tunnel, self.ctx.upstreams)
         self.ctx.streams.track(upstream, visitor=False)
         if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
             upstream.close()  # the visitor gave up meanwhile; the framing of this connection is unknown

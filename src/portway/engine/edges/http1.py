@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 
 import httptools
 
@@ -19,6 +20,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges.stream import count_denial, refused_address, token_memo
+from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
@@ -268,6 +270,14 @@ class HttpEdge(Pipe):
             self._fail(status, "the tunnel's agent is unavailable" if status != 502
                        else "the agent could not reach the service behind this tunnel")
             return
+        if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
+            try:
+                agent = await over_tls(agent, Pipe, self.ctx.config.timeouts.first_message_seconds)
+            except (OSError, ssl.SSLError, TimeoutError) as error:
+                log.info("tunnel %s: TLS to the upstream failed: %s", tunnel.id, error)
+                agent.close()
+                self._fail(502, "TLS to the service behind this tunnel failed")
+                return
         if self.closed:
             agent.close()
             return
