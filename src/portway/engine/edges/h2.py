@@ -15,6 +15,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import h2.config
 import h2.connection
@@ -53,11 +54,12 @@ class _Exchange:
     stream_id: int
     tunnel: Tunnel
     request: h2rules.H2Request
+    head: bytes  # the HTTP/1.1 request head, for an HTTP/1.1 upstream
     chunked: bool
     started: float = field(default_factory=time.monotonic)
-    upstream: UpstreamH1 | None = None
+    leg: RequestLeg | None = None
     request_ended: bool = False
-    queued: list[bytes] = field(default_factory=list)  # request bytes before the upstream is there
+    queued: list[bytes] = field(default_factory=list)  # request body bytes before the upstream is there
     unacked: int = 0  # request body bytes not yet acknowledged to the visitor (flow control)
     writable: bool = True
     pending: list[bytes] = field(default_factory=list)  # response bytes waiting for the visitor's window
@@ -70,31 +72,28 @@ class _Exchange:
 
     # ---- request side ----
 
-    def send_upstream(self, data: bytes) -> None:
-        if self.upstream is None:
-            self.queued.append(data)
-        else:
-            self.upstream.send(data)
-
     def request_body(self, data: bytes, flow_length: int) -> None:
         if data:
-            self.send_upstream(h2rules.chunk(data) if self.chunked else data)
+            if self.leg is None:
+                self.queued.append(data)
+            else:
+                self.leg.body(data)
         self.unacked += flow_length
         self.edge.acknowledge(self)
 
     def end_request(self) -> None:
         self.request_ended = True
-        if self.chunked:
-            self.send_upstream(h2rules.LAST_CHUNK)
-        elif self.websocket_key is not None and self.upstream is not None and self.upstream.raw:
-            self.upstream.send_eof()
+        if self.leg is not None:
+            self.leg.end()
 
-    def attach(self, upstream: UpstreamH1) -> None:
-        self.upstream = upstream
-        upstream.start(self, head_only=self.request.method == b"HEAD", upgrade=self.websocket_key is not None)
-        if self.queued:
-            upstream.send(b"".join(self.queued))
-            self.queued.clear()
+    def attach(self, leg: RequestLeg) -> None:
+        self.leg = leg
+        leg.begin(self)
+        for data in self.queued:
+            leg.body(data)
+        self.queued.clear()
+        if self.request_ended:
+            leg.end()
         self.edge.acknowledge(self)
 
     # ---- ResponseSink ----
@@ -109,8 +108,8 @@ class _Exchange:
                 return
             self.status = 200
             self.edge.send_head(self, h2rules.websocket_response_headers(headers))
-            if self.request_ended and self.upstream is not None:
-                self.upstream.send_eof()
+            if self.request_ended and self.leg is not None:
+                self.leg.end()  # the visitor already finished sending: half-close the switched connection
             return
         self.status = status
         self.edge.send_head(self, h2rules.h2_response_headers(status, headers))
@@ -120,8 +119,8 @@ class _Exchange:
         self.pending_bytes += len(data)
         self.response_bytes += len(data)
         self.edge.send_pending(self)
-        if self.pending_bytes > RESPONSE_BUFFER_BYTES and self.upstream is not None:
-            self.upstream.pause()
+        if self.pending_bytes > RESPONSE_BUFFER_BYTES and self.leg is not None:
+            self.leg.pause()
 
     def response_end(self) -> None:
         self.response_ended = True
@@ -133,6 +132,58 @@ class _Exchange:
     def upstream_writable(self, writable: bool) -> None:
         self.writable = writable
         self.edge.acknowledge(self)
+
+
+class RequestLeg(Protocol):
+    """An exchange's request as it travels to one kind of upstream connection."""
+
+    def begin(self, exchange: _Exchange) -> None: ...
+
+    def body(self, data: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+
+class H1Leg:
+    """The request on an HTTP/1.1 upstream connection: the head, then the body (chunked when the
+    visitor gave no length); for a WebSocket, raw bytes once the upstream switched protocols."""
+
+    def __init__(self, upstream: UpstreamH1) -> None:
+        self.upstream = upstream
+        self.exchange: _Exchange | None = None
+
+    def begin(self, exchange: _Exchange) -> None:
+        self.exchange = exchange
+        self.upstream.start(exchange, head_only=exchange.request.method == b"HEAD",
+                            upgrade=exchange.websocket_key is not None)
+        self.upstream.send(exchange.head)
+
+    def body(self, data: bytes) -> None:
+        assert self.exchange is not None
+        self.upstream.send(h2rules.chunk(data) if self.exchange.chunked else data)
+
+    def end(self) -> None:
+        assert self.exchange is not None
+        if self.exchange.chunked:
+            self.upstream.send(h2rules.LAST_CHUNK)
+        elif self.exchange.websocket_key is not None and self.upstream.raw:
+            self.upstream.send_eof()
+
+    def pause(self) -> None:
+        self.upstream.pause()
+
+    def resume(self) -> None:
+        self.upstream.resume()
+
+    def detach(self) -> None:
+        if self.upstream.sink is self.exchange:
+            self.upstream.detach()
 
 
 class H2Edge(Pipe):
@@ -196,14 +247,14 @@ class H2Edge(Pipe):
     def pause_writing(self) -> None:
         self._visitor_writable = False
         for exchange in self.exchanges.values():
-            if exchange.upstream is not None:
-                exchange.upstream.pause()
+            if exchange.leg is not None:
+                exchange.leg.pause()
 
     def resume_writing(self) -> None:
         self._visitor_writable = True
         for exchange in list(self.exchanges.values()):
-            if exchange.upstream is not None and exchange.pending_bytes <= RESPONSE_BUFFER_BYTES:
-                exchange.upstream.resume()
+            if exchange.leg is not None and exchange.pending_bytes <= RESPONSE_BUFFER_BYTES:
+                exchange.leg.resume()
 
     def flush(self) -> None:
         """Send what h2 has queued — at the end of this loop iteration, so that a response's head, body
@@ -287,12 +338,10 @@ class H2Edge(Pipe):
         has_body = event.stream_ended is None
         websocket = request.protocol is not None
         chunked = has_body and not websocket and request.header(b"content-length") is None
-        exchange = _Exchange(self, stream_id, tunnel, request, chunked)
-        if websocket:
-            exchange.websocket_key = h2rules.websocket_key()
-        exchange.queued.append(h2rules.h1_request_head(
-            request, client_ip=self.source_ip or "unknown", scheme=self.scheme, chunked=chunked, drop=drop, path=path,
-            websocket_key=exchange.websocket_key))
+        key = h2rules.websocket_key() if websocket else None
+        head = h2rules.h1_request_head(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
+                                       chunked=chunked, drop=drop, path=path, websocket_key=key)
+        exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key)
         if not has_body:
             exchange.request_ended = True
         self.exchanges[stream_id] = exchange
@@ -301,7 +350,7 @@ class H2Edge(Pipe):
             self.ctx.streams.track(self, visitor=True)
         upstream = self.ctx.upstreams.take_idle(tunnel)
         if upstream is not None:
-            exchange.attach(upstream)
+            exchange.attach(H1Leg(upstream))
         else:
             self.ctx.spawn(self._connect(exchange))
 
@@ -332,14 +381,14 @@ class H2Edge(Pipe):
         if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
             upstream.close()  # the visitor gave up meanwhile; the framing of this connection is unknown
             return
-        exchange.attach(upstream)
+        exchange.attach(H1Leg(upstream))
         self.flush()
 
     # ---- response side (called by exchanges) ----
 
     def acknowledge(self, exchange: _Exchange) -> None:
         """Open the visitor's window for request bytes once the upstream takes them."""
-        if exchange.unacked and exchange.upstream is not None and exchange.writable and not exchange.finished:
+        if exchange.unacked and exchange.leg is not None and exchange.writable and not exchange.finished:
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self.conn.acknowledge_received_data(exchange.unacked, exchange.stream_id)
             exchange.unacked = 0
@@ -378,9 +427,9 @@ class H2Edge(Pipe):
         except h2.exceptions.StreamClosedError:
             self._finish(exchange)
         self.flush()
-        if (exchange.upstream is not None and not exchange.finished and self._visitor_writable
+        if (exchange.leg is not None and not exchange.finished and self._visitor_writable
                 and exchange.pending_bytes <= RESPONSE_BUFFER_BYTES):
-            exchange.upstream.resume()
+            exchange.leg.resume()
 
     def fail_exchange(self, exchange: _Exchange, status: int, detail: str) -> None:
         if exchange.finished:
@@ -394,8 +443,8 @@ class H2Edge(Pipe):
                          _host_of(exchange.request.authority))
         exchange.status = exchange.status or status
         self._finish(exchange)
-        if exchange.upstream is not None:
-            exchange.upstream.detach()
+        if exchange.leg is not None:
+            exchange.leg.detach()
 
     def _finish(self, exchange: _Exchange) -> None:
         if exchange.finished:
@@ -412,8 +461,8 @@ class H2Edge(Pipe):
     def _abandon(self, exchange: _Exchange) -> None:
         """The visitor reset the stream or left: an upstream mid-request cannot be reused."""
         exchange.finished = True
-        if exchange.upstream is not None and exchange.upstream.sink is exchange:
-            exchange.upstream.detach()
+        if exchange.leg is not None:
+            exchange.leg.detach()
 
     # ---- local answers ----
 
