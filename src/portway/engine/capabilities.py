@@ -26,7 +26,6 @@ def _unsupported(p: TunnelProperties) -> str | None:
         "challenge_mode": p.challenge_mode,
         "mtls_auth": p.mtls_auth,
         "tls_mode=terminated": p.protocol == "tls" and p.tls_mode == "terminated",
-        "http_version=h2c": p.http_version == "h2c",
         "upstream_tls on a tunnel the engine does not parse as HTTP": bool(p.upstream_tls or p.http_use_tls)
         and (p.protocol != "http" or not p.publish),
         "tls_alpns": bool(p.tls_alpns),

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
+from portway.engine.edges.h2upstream import H2UpstreamPool
 from portway.engine.edges.pool import UpstreamPool
 from portway.engine.policy import IPAddress
 from portway.engine.registry import Registry, Tunnel
@@ -146,6 +147,7 @@ class EngineContext:
     edge_tls: ssl.SSLContext
     version: str
     upstreams: UpstreamPool = field(default_factory=lambda: UpstreamPool(90.0))
+    h2_upstreams: H2UpstreamPool = field(default_factory=lambda: H2UpstreamPool(90.0))
     geoip: CountryLookup | None = None
     counters: Counters = field(default_factory=Counters)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)

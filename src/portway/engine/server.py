@@ -19,6 +19,7 @@ from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
+from portway.engine.edges.h2upstream import H2UpstreamPool
 from portway.engine.edges.plainhttp import PlainHttpListener
 from portway.engine.edges.pool import UpstreamPool
 from portway.engine.edges.tcp import TcpEdge
@@ -125,7 +126,8 @@ class Engine:
         geoip = GeoIPDatabase(Path(cfg.geoip.database_file)) if cfg.geoip.database_file else None
         ctx = EngineContext(config=cfg, verifier=verifier, registry=Registry(), broker=broker, ports=self._tcp,
                             public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__,
-                            geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds))
+                            geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
+                            h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
         self._listener = Listener.bind(ctx, host, port)
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
@@ -170,6 +172,7 @@ class Engine:
         if ctx is None:
             return
         ctx.upstreams.close()
+        ctx.h2_upstreams.close()
         for session in list(ctx.sessions):
             session.close("engine shutting down")
         loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules
+from portway.engine.edges.h2upstream import H2Leg, UpstreamH2
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, refused_address, token_memo
@@ -65,8 +66,10 @@ class _Exchange:
     pending: list[bytes] = field(default_factory=list)  # response bytes waiting for the visitor's window
     pending_bytes: int = 0
     websocket_key: bytes | None = None  # an extended CONNECT relayed as an HTTP/1.1 WebSocket upgrade
+    h2_headers: list[tuple[bytes, bytes]] | None = None  # the request for an h2c upstream
     status: int = 0
     response_bytes: int = 0
+    trailers: list[tuple[bytes, bytes]] | None = None
     response_ended: bool = False
     finished: bool = False
 
@@ -121,6 +124,10 @@ class _Exchange:
         self.edge.send_pending(self)
         if self.pending_bytes > RESPONSE_BUFFER_BYTES and self.leg is not None:
             self.leg.pause()
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Trailers from an HTTP/2 upstream (gRPC status): sent after the last DATA, ending the stream."""
+        self.trailers = [(k, v) for k, v in headers if not k.startswith(b":")]
 
     def response_end(self) -> None:
         self.response_ended = True
@@ -338,21 +345,44 @@ class H2Edge(Pipe):
         has_body = event.stream_ended is None
         websocket = request.protocol is not None
         chunked = has_body and not websocket and request.header(b"content-length") is None
+        if tunnel.props.http_version == "h2c":
+            self._start_h2c(stream_id, tunnel, request, drop, path, has_body=has_body, accept=accept, name=name)
+            return
         key = h2rules.websocket_key() if websocket else None
         head = h2rules.h1_request_head(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                        chunked=chunked, drop=drop, path=path, websocket_key=key)
         exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key)
         if not has_body:
             exchange.request_ended = True
-        self.exchanges[stream_id] = exchange
-        if not self._tracked:
-            self._tracked = True
-            self.ctx.streams.track(self, visitor=True)
+        self._register(exchange)
         upstream = self.ctx.upstreams.take_idle(tunnel)
         if upstream is not None:
             exchange.attach(H1Leg(upstream))
         else:
             self.ctx.spawn(self._connect(exchange))
+
+    def _start_h2c(self, stream_id: int, tunnel: Tunnel, request: h2rules.H2Request, drop: frozenset[bytes],
+                   path: bytes, *, has_body: bool, accept: bytes | None, name: str) -> None:
+        """A request for an h2c upstream: one stream on a pooled upstream HTTP/2 connection."""
+        if request.protocol is not None:
+            self._answer(stream_id, 501, "WebSocket to an h2c upstream is not relayed yet", accept, name)
+            return
+        headers = h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
+                                              drop=drop, path=path)
+        exchange = _Exchange(self, stream_id, tunnel, request, b"", chunked=False, h2_headers=headers)
+        exchange.request_ended = not has_body
+        self._register(exchange)
+        upstream = self.ctx.h2_upstreams.with_room(tunnel)
+        if upstream is not None:
+            exchange.attach(H2Leg(upstream, headers, end_on_head=not has_body))
+        else:
+            self.ctx.spawn(self._connect(exchange))
+
+    def _register(self, exchange: _Exchange) -> None:
+        self.exchanges[exchange.stream_id] = exchange
+        if not self._tracked:
+            self._tracked = True
+            self.ctx.streams.track(self, visitor=True)
 
     async def _connect(self, exchange: _Exchange) -> None:
         try:
@@ -366,6 +396,18 @@ class H2Edge(Pipe):
                                else "the agent could not reach the service behind this tunnel")
             return
         tunnel = exchange.tunnel
+        if exchange.h2_headers is not None:
+            h2c = UpstreamH2.take(agent, tunnel, self.ctx.h2_upstreams)
+            self.ctx.h2_upstreams.add(h2c)
+            self.ctx.streams.track(h2c, visitor=False)
+            if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
+                self.ctx.h2_upstreams.settle(h2c)  # no request for it after all: pooled, idle
+                return
+            # END_STREAM on the head only for a request without any body (one that ended while we connected
+            # may still have body bytes queued).
+            exchange.attach(H2Leg(h2c, exchange.h2_headers, end_on_head=exchange.request_ended and not exchange.queued))
+            self.flush()
+            return
         if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
             try:
                 upstream = await over_tls(agent, lambda: UpstreamH1(tunnel, self.ctx.upstreams),
@@ -422,7 +464,10 @@ class H2Edge(Pipe):
                 exchange.pending_bytes -= len(data)
                 self.conn.send_data(sid, data)
             if not exchange.pending and exchange.response_ended:
-                self.conn.end_stream(sid)
+                if exchange.trailers:
+                    self.conn.send_headers(sid, exchange.trailers, end_stream=True)
+                else:
+                    self.conn.end_stream(sid)
                 self._finish(exchange)
         except h2.exceptions.StreamClosedError:
             self._finish(exchange)

@@ -112,6 +112,28 @@ def h1_request_head(request: H2Request, *, client_ip: str, scheme: bytes, chunke
                 forwarded_for, scheme, request.authority))
 
 
+def h2_upstream_headers(request: H2Request, *, client_ip: str, scheme: bytes,
+                        drop: frozenset[bytes] = frozenset(), path: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """The header list for an HTTP/2 (h2c) upstream: the visitor's request with the edge's forwarding
+    headers; `te: trailers` is kept (gRPC requires it), other connection-specific headers are not."""
+    out = [(b":method", request.method), (b":scheme", b"http"), (b":authority", request.authority),
+           (b":path", path if path is not None else request.path)]
+    forwarded_for: bytes | None = None
+    for name, value in request.headers:
+        if name == b"te" and value.strip().lower() == b"trailers":
+            out.append((name, value))
+        elif name in HOP_BY_HOP or name in EDGE_SET or name in drop or name == b"host":
+            continue
+        elif name == b"x-forwarded-for":
+            forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
+        else:
+            out.append((name, value))
+    client = client_ip.encode()
+    out += [(b"x-forwarded-for", forwarded_for + b", " + client if forwarded_for else client),
+            (b"x-forwarded-proto", scheme), (b"x-forwarded-host", request.authority)]
+    return out
+
+
 def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The HTTP/2 header list for an HTTP/1.1 response: `:status` first, connection headers removed."""
     listed: set[bytes] = set()
