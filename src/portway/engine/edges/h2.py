@@ -28,6 +28,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules
+from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, UpstreamH2
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
@@ -35,7 +36,6 @@ from portway.engine.edges.stream import count_denial, refused_address, token_mem
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
-from portway.pipe import Pipe
 from portway.wire.codes import ErrorCode
 
 log = logging.getLogger("portway.engine.http")
@@ -193,22 +193,20 @@ class H1Leg:
             self.upstream.detach()
 
 
-class H2Edge(Pipe):
+class H2Edge(H2Shell):
     """Protocol of one HTTP/2 visitor connection (after TLS)."""
 
     def __init__(self, ctx: EngineContext, sni: str | None, scheme: str = "https") -> None:
-        super().__init__()
+        super().__init__(client_side=False)
         self.ctx = ctx
         self.sni = sni
         self.scheme = scheme.encode()
         self.source_ip: str | None = None
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         self.exchanges: dict[int, _Exchange] = {}
         self._admitted: set[str] = set()  # tunnels whose network policy admitted this connection
         self._tokens = token_memo(ctx)
         self._visitor_writable = True
         self._tracked = False
-        self._flush_scheduled = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
 
@@ -228,21 +226,8 @@ class H2Edge(Pipe):
         self.flush()
         self._arm_idle_timer()
 
-    def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as error:
-            log.info("HTTP/2 protocol error from %s: %s", self.source_ip, error)
-            self.flush_now()  # h2 has queued a GOAWAY
-            self.close()
-            return
-        for event in events:
-            self._dispatch(event)
-        self.flush()
-
-    def eof_received(self) -> bool:
-        return False
+    def protocol_error(self, error: h2.exceptions.ProtocolError) -> None:
+        log.info("HTTP/2 protocol error from %s: %s", self.source_ip, error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
@@ -263,22 +248,9 @@ class H2Edge(Pipe):
             if exchange.leg is not None and exchange.pending_bytes <= RESPONSE_BUFFER_BYTES:
                 exchange.leg.resume()
 
-    def flush(self) -> None:
-        """Send what h2 has queued — at the end of this loop iteration, so that a response's head, body
-        and end (and other streams' frames) leave as one TLS write rather than one per frame."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush_now)
-
-    def flush_now(self) -> None:
-        self._flush_scheduled = False
-        out = self.conn.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
-
     # ---- events ----
 
-    def _dispatch(self, event: h2.events.Event) -> None:
+    def dispatch(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.RequestReceived):
             self._request(event)
         elif isinstance(event, h2.events.DataReceived):

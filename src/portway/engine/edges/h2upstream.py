@@ -21,6 +21,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
+from portway.engine.edges.h2shell import H2Shell
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 
@@ -96,17 +97,15 @@ class H2Leg:
         self.upstream.cancel(self)
 
 
-class UpstreamH2(Pipe):
+class UpstreamH2(H2Shell):
     """An HTTP/2 client connection to the upstream over one agent stream."""
 
     def __init__(self, tunnel: Tunnel, pool: H2UpstreamPool) -> None:
-        super().__init__()
+        super().__init__(client_side=True)
         self.tunnel = tunnel
         self.pool = pool
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.legs: dict[int, H2Leg] = {}
         self.going_away = False
-        self._flush_scheduled = False
 
     @classmethod
     def take(cls, agent: Pipe, tunnel: Tunnel, pool: H2UpstreamPool) -> UpstreamH2:
@@ -179,17 +178,6 @@ class UpstreamH2(Pipe):
             self.flush()
         self.pool.settle(self)
 
-    def flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_scheduled = False
-        out = self.conn.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
-
     # ---- transport events ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -197,22 +185,9 @@ class UpstreamH2(Pipe):
         self.conn.initiate_connection()
         self.flush()
 
-    def data_received(self, data: bytes) -> None:
-        self.bytes_in += len(data)
-        try:
-            events = self.conn.receive_data(data)
-        except h2.exceptions.ProtocolError as error:
-            log.info("tunnel %s: HTTP/2 protocol error from the upstream: %s", self.tunnel.id, error)
-            self._fail_all("the service behind this tunnel broke the HTTP/2 protocol")
-            self._flush_now()
-            self.abort()
-            return
-        for event in events:
-            self._dispatch(event)
-        self.flush()
-
-    def eof_received(self) -> bool:
-        return False
+    def protocol_error(self, error: h2.exceptions.ProtocolError) -> None:
+        log.info("tunnel %s: HTTP/2 protocol error from the upstream: %s", self.tunnel.id, error)
+        self._fail_all("the service behind this tunnel broke the HTTP/2 protocol")
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -230,7 +205,7 @@ class UpstreamH2(Pipe):
 
     # ---- events ----
 
-    def _dispatch(self, event: h2.events.Event) -> None:
+    def dispatch(self, event: h2.events.Event) -> None:
         leg = self.legs.get(getattr(event, "stream_id", 0) or 0)
         if isinstance(event, h2.events.ResponseReceived) and leg is not None and leg.sink is not None:
             headers = list(event.headers or ())

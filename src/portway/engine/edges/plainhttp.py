@@ -255,38 +255,38 @@ class RedirectEdge(asyncio.Protocol):
 # Serve mode
 
 
-class _ClearHttpEdge(HttpEdge):
-    """`HttpEdge` without TLS; remembers its transport so shutdown can close what is left."""
+class _Tracked(asyncio.Protocol):
+    """Mixin for an edge on this listener: remembers its transport in the listener's set, so shutdown
+    can close what is left (idle keep-alive connections are not streams)."""
 
-    def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
-        super().__init__(ctx, None, scheme="http")
-        self._connections = connections
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._connections.add(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is not None:
-            self._connections.discard(self.transport)
-        super().connection_lost(exc)
-
-
-class _ClearH2Edge(H2Edge):
-    """`H2Edge` for h2c prior knowledge; remembers its transport so shutdown can close what is left."""
-
-    def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
-        super().__init__(ctx, None, scheme="http")
-        self._connections = connections
+    connections: set[asyncio.BaseTransport]
+    _tracked_transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._connections.add(transport)
+        self._tracked_transport = transport
+        self.connections.add(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is not None:
-            self._connections.discard(self.transport)
+        if self._tracked_transport is not None:
+            self.connections.discard(self._tracked_transport)
         super().connection_lost(exc)
+
+
+class _ClearHttpEdge(_Tracked, HttpEdge):
+    """`HttpEdge` without TLS."""
+
+    def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
+        super().__init__(ctx, None, scheme="http")
+        self.connections = connections
+
+
+class _ClearH2Edge(_Tracked, H2Edge):
+    """`H2Edge` for h2c prior knowledge."""
+
+    def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
+        super().__init__(ctx, None, scheme="http")
+        self.connections = connections
 
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
