@@ -53,7 +53,23 @@ class Origin(asyncio.Protocol):
             self.transport.write(RESPONSE * count)  # type: ignore[attr-defined]
 
 
+async def websocket_echo() -> None:
+    """A WebSocket echo server (the `websockets` library, HTTP/1.1 upgrade)."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, compression=None) as server:
+        print(next(iter(server.sockets)).getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+
 async def main(kind: str) -> None:
+    if kind == "wsecho":
+        await websocket_echo()
+        return
     factory = {"sink": Sink, "echo": Echo, "origin": Origin}[kind]
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0, backlog=4096)
     print(server.sockets[0].getsockname()[1], flush=True)

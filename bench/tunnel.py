@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -116,6 +117,51 @@ def connections(port: int, count: int, concurrency: int = 16) -> dict[str, float
     return {"conn_per_s": rate, "p50_ms": statistics.median(lat) * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000}
 
 
+def h2load(url: str, seconds: int, *, connect_to: str | None = None, h1: bool = False,
+           clients: int = 4, streams: int = 8) -> float:
+    """Requests/s from h2load (nghttp2-client): `clients` connections with `streams` requests in flight each."""
+    args = ["h2load", f"-D{seconds}", f"-c{clients}", f"-m{streams}", "-t1", url]
+    if h1:
+        args.insert(1, "--h1")
+    if connect_to:
+        args[1:1] = ["--connect-to", connect_to]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    return float(re.search(r"finished in [^,]+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+
+
+async def _websocket(uri: str, round_trips: int, connections: int, **connect: object) -> dict[str, float]:
+    """Echo round trips of 64-byte messages: one connection in lockstep (latency), then `connections`
+    in parallel (messages/s)."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    message = b"m" * 64
+    async with ws_connect(uri, compression=None, **connect) as ws:  # type: ignore[arg-type]
+        rtts = []
+        for _ in range(round_trips):
+            t0 = time.perf_counter()
+            await ws.send(message)
+            await ws.recv()
+            rtts.append(time.perf_counter() - t0)
+
+    async def pump(per_connection: int) -> None:
+        async with ws_connect(uri, compression=None, **connect) as ws:  # type: ignore[arg-type]
+            for _ in range(per_connection):
+                await ws.send(message)
+                await ws.recv()
+
+    per = max(1, round_trips // connections)
+    start = time.perf_counter()
+    await asyncio.gather(*(pump(per) for _ in range(connections)))
+    rate = per * connections / (time.perf_counter() - start)
+    rtts.sort()
+    return {"rtt_p50_ms": statistics.median(rtts) * 1000, "rtt_p99_ms": rtts[int(len(rtts) * 0.99)] * 1000,
+            "msgs_per_s": rate}
+
+
+def websocket(uri: str, round_trips: int = 3000, connections: int = 16, **connect: object) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in uvloop.run(_websocket(uri, round_trips, connections, **connect)).items()}
+
+
 def cpu_seconds(pid: int) -> float:
     """User+system CPU a process has used so far (Linux /proc), to show where a phase's time went."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -170,10 +216,13 @@ def main() -> None:
         sink, sink_port = peer("sink")
         echo, echo_port = peer("echo")
         origin, origin_port = peer("origin")
+        wsecho, wsecho_port = peer("wsecho")
+        procs.append(wsecho)
         procs += [sink, echo, origin]
         sink_address, sink_agent = tunnel(sink_port, "--tcp")
         echo_address, echo_agent = tunnel(echo_port, "--tcp")
         http_url, http_agent = tunnel(origin_port, "--http")
+        ws_url, _ = tunnel(wsecho_port, "--http")
         sink_tunnel = int(sink_address.rsplit(":", 1)[1])
         echo_tunnel = int(echo_address.rsplit(":", 1)[1])
         http_host = http_url.split("//", 1)[1]
@@ -204,6 +253,27 @@ def main() -> None:
                 "cpu_us_per_request": per_unit(before, cpu(engine.pid, http_agent), requests_k)}
         else:
             results["http_keepalive_rps"] = "skipped: wrk not installed (apt-get install wrk)"
+        if shutil.which("h2load"):
+            # The origin speaks HTTP/1.1 only: direct is h2load --h1 against it; the tunnel is HTTP/2 to the engine
+            # (the engine turns each stream into an HTTP/1.1 request over pooled agent streams). 32 in flight both.
+            direct_h1 = h2load(f"http://127.0.0.1:{origin_port}/", args.wrk_seconds, h1=True, clients=32, streams=1)
+            before = cpu(engine.pid, http_agent)
+            tunnel_h2 = h2load(f"https://{http_host}/", args.wrk_seconds,
+                               connect_to=f"127.0.0.1:{engine_port}")
+            results["http2_rps"] = {
+                "direct_h1": round(direct_h1), "tunnel_h2": round(tunnel_h2), "ratio": round(tunnel_h2 / direct_h1, 3),
+                "tool": "h2load -c4 -m8 (tunnel), --h1 -c32 (direct)",
+                "cpu_us_per_request": per_unit(before, cpu(engine.pid, http_agent),
+                                               tunnel_h2 * args.wrk_seconds / 1000)}
+        else:
+            results["http2_rps"] = "skipped: h2load not installed (apt-get install nghttp2-client)"
+        visitor_tls = ssl.create_default_context(cafile=ca)
+        ws_host = ws_url.split("//", 1)[1].rsplit(":", 1)[0]
+        direct_ws = websocket(f"ws://127.0.0.1:{wsecho_port}/")
+        tunnel_ws = websocket(f"wss://{ws_host}:{engine_port}/", ssl=visitor_tls, host="127.0.0.1", port=engine_port,
+                              server_hostname=ws_host)
+        results["websocket_echo"] = {"direct": direct_ws, "tunnel": tunnel_ws,
+                                     "ratio_msgs": round(tunnel_ws["msgs_per_s"] / direct_ws["msgs_per_s"], 3)}
     finally:
         for proc in procs:
             proc.terminate()

@@ -331,3 +331,15 @@ async def connect(loop: asyncio.AbstractEventLoop, factory: Callable[[], P], hos
                                host, port), timeout_s)
     transport = await conn.handshake
     return transport, cast(P, conn.app)
+
+
+async def start_client(transport: asyncio.Transport, factory: Callable[[], P], *, context: ssl.SSLContext,
+                       server_hostname: str | None, timeout_s: float) -> tuple[TLSTransport, P]:
+    """Run a TLS client over a transport that is already connected (TLS inside a tunnel stream), and
+    return (TLS transport, application protocol) once the handshake is done."""
+    conn = TLSConnection(context, factory, server_side=False, server_hostname=server_hostname,
+                         handshake_timeout_s=timeout_s)
+    transport.set_protocol(conn)
+    conn.connection_made(transport)
+    tls_transport = await conn.handshake
+    return tls_transport, cast(P, conn.app)

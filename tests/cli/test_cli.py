@@ -219,6 +219,28 @@ async def test_forward_tcp_relays_bytes(engine_process: EngineProcess, tmp_path:
         assert_clean_stderr(cli.stderr())
 
 
+async def test_forward_edge_policy_flags(engine_process: EngineProcess, tmp_path: Path) -> None:
+    """--token-auth and --trusted-ips reach the engine: no token → 401, a token from outside the
+    trusted networks → 403, both right → the upstream answers."""
+    async with EchoServer(http=True) as upstream, cli_process(
+            tmp_path, "forward", str(upstream.port), "--token-auth", "--trusted-ips", "10.0.0.0/8,127.0.0.1/32",
+            *agent_args(engine_process), "-o", "json") as cli:
+        event = json.loads((await cli.wait_for_line(r'"status": "online"')).string)
+        hostname = event["forwarding"].split("//", 1)[1].rsplit(":", 1)[0]
+        auth = f"Authorization: Bearer {engine_process.token()}\r\n"
+        for source, headers, expected in (("127.0.0.1", "", 401), ("127.0.0.2", auth, 403), ("127.0.0.1", auth, 200)):
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                "127.0.0.1", engine_process.port, ssl=engine_process.visitor_tls(), server_hostname=hostname,
+                local_addr=(source, 0)), WAIT_S)
+            try:
+                status, _ = await http_get(reader, writer, hostname, "/", headers=headers)
+                assert status == expected, (source, headers)
+            finally:
+                writer.close()
+        assert upstream.peers == ["127.0.0.1"]
+        assert await cli.terminate() == 0
+
+
 async def test_forward_text_output(engine_process: EngineProcess, tmp_path: Path) -> None:
     async with cli_process(tmp_path, "forward", "9", *agent_args(engine_process)) as cli:
         match = await cli.wait_for_line(r"^Forwarding (https://\S+\.t\.localhost:\d+) -> 127\.0\.0\.1:9$")

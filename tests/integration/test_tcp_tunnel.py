@@ -8,12 +8,21 @@ import os
 import random
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from portway.agent import ControlChannel, Tunnel
 from portway.errors import EngineRejected
-from tests.conftest import UNIT_S, EchoServer, EngineHandle, EngineProcess, close_writer, read_until_closed
+from tests.conftest import (
+    UNIT_S,
+    EchoServer,
+    EngineHandle,
+    EngineProcess,
+    close_writer,
+    read_until_closed,
+    running_engine,
+)
 
 PORT_MIN, PORT_MAX = 20000, 20999
 
@@ -229,3 +238,59 @@ async def test_tcp_tunnel_through_the_engine_process(shared_engine_process: Engi
         received = await asyncio.wait_for(reader.readexactly(len(payload)), 10 * UNIT_S)
         assert received == payload
         await close_writer(writer)
+
+
+async def wait_until_unpublished(engine: EngineHandle, tunnel: Tunnel) -> None:
+    """Until the engine has noticed the agent is gone and withdrawn `tunnel`."""
+    assert engine.engine is not None and engine.engine.ctx is not None
+    registry = engine.engine.ctx.registry
+    for _ in range(200):
+        if all(live.id != tunnel.id for live in registry.tunnels()):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"tunnel {tunnel.id} is still published")
+
+
+async def test_a_vanished_agent_keeps_its_port_reserved(engine: EngineHandle) -> None:
+    """The agent's connection drops without a goodbye: nobody else gets its port, and the same
+    credential takes it back when it reconnects."""
+    token = engine.token(subject="agent-1")
+    async with EchoServer() as upstream:
+        first = await engine.client(token).connect()
+        tunnel = await first.create_tunnel(protocol="tcp")
+        port = tunnel.properties.port
+        assert port is not None and first.transport is not None
+        first.transport.abort()  # no CloseControlChannelReq: the engine sees the connection die
+        await wait_until_unpublished(engine, tunnel)
+
+        other = await engine.client(engine.token(subject="someone-else")).connect()
+        try:
+            with pytest.raises(EngineRejected, match="reserved for another agent"):
+                await other.create_tunnel(protocol="tcp", port=port)
+            allocated = await other.create_tunnel(protocol="tcp")
+            assert allocated.properties.port != port  # allocation skips the reserved port
+            with pytest.raises(ConnectionRefusedError):
+                await open_public(port)  # reserved, not listening
+        finally:
+            await other.close()
+
+        async with tcp_tunnel(engine, upstream.port, token=token, port=port) as (_, back):
+            assert back.properties.port == port
+            assert await echo_once(port, b"back") == b"back"
+        # a deliberate close releases it at once: anyone may take it now
+        async with tcp_tunnel(engine, upstream.port, token=engine.token(subject="third"), port=port) as (_, taken):
+            assert taken.properties.port == port
+        await first.close()
+
+
+async def test_no_reservation_when_disabled(tmp_path: Path) -> None:
+    async with running_engine(tmp_path, "tcp:\n  reserve_seconds: 0\n") as engine:
+        first = await engine.client(engine.token(subject="a")).connect()
+        tunnel = await first.create_tunnel(protocol="tcp")
+        port = tunnel.properties.port
+        assert port is not None and first.transport is not None
+        first.transport.abort()
+        await wait_until_unpublished(engine, tunnel)
+        async with tcp_tunnel(engine, None, token=engine.token(subject="b"), port=port) as (_, taken):
+            assert taken.properties.port == port
+        await first.close()

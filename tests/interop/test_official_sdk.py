@@ -407,3 +407,36 @@ async def test_official_sdk_negotiated_liveness_stays_up(tmp_path: Path, monkeyp
         assert "protocol violation" not in logs
     finally:
         stop_engine_process(handle)
+
+
+async def test_official_sdk_token_auth_tunnel_never_sees_unauthenticated_requests(
+    engine_process: EngineProcess,
+) -> None:
+    async with EchoServer(http=True) as upstream, official(engine_process) as client:
+        control = await bounded(client.connect())
+        tunnel = await bounded(control.create_tunnel(protocol="http", token_auth=True))
+        assert tunnel.properties.token_auth is True
+        hostname = tunnel.properties.hostname
+        assert hostname is not None
+        forwarding = asyncio.create_task(tunnel.forward_to("127.0.0.1", upstream.port))
+        try:
+            for headers in ("", "Authorization: Bearer not-a-token\r\n"):
+                reader, writer = await bounded(engine_process.open_visitor(hostname))
+                try:
+                    status, _ = await http_get(reader, writer, hostname, "/private", headers=headers)
+                    assert status == 401
+                finally:
+                    writer.close()
+            assert upstream.peers == []  # no stream was ever asked of the agent
+            reader, writer = await bounded(engine_process.open_visitor(hostname))
+            try:
+                status, body = await http_get(reader, writer, hostname, "/private",
+                                              headers=f"Authorization: Bearer {engine_process.token()}\r\n")
+                assert status == 200
+                assert body.startswith(b"GET /private HTTP/1.1")
+                assert b"authorization" not in body.lower()
+            finally:
+                writer.close()
+        finally:
+            await finish(forwarding)
+        await bounded(control.close())

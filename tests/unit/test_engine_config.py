@@ -298,6 +298,33 @@ def test_metrics_on_loopback_need_no_token() -> None:
         parse_config({"metrics": {"prometheus": {"enabled": True, "listen_addr": ":9100"}}})
 
 
+def test_metrics_off_loopback_need_a_token(tmp_path: Path) -> None:
+    for addr in ("0.0.0.0:9100", "10.0.0.5:9100", "[::]:9100", "metrics.example.com:9100"):
+        for token in (None, "", "   "):
+            section: dict[str, object] = {"enabled": True, "listen_addr": addr, "bearer_token": token}
+            with pytest.raises(ConfigError, match="bearer_token is required"):
+                parse_config({"metrics": {"prometheus": section}})
+    # disabled, nothing is served: no token needed
+    parse_config({"metrics": {"prometheus": {"enabled": False, "listen_addr": "0.0.0.0:9100"}}})
+    # the token may come from the environment, and then never appears in errors about other keys
+    path = write(tmp_path, "metrics:\n  prometheus:\n    enabled: true\n    listen_addr: '0.0.0.0:9100'\n")
+    with pytest.raises(ConfigError, match="bearer_token is required"):
+        load_config(path, {})
+    env = {"RSTREAM_ENGINE_METRICS__PROMETHEUS__BEARER_TOKEN": "env-scrape-token"}
+    assert load_config(path, env).metrics.prometheus.bearer_token == "env-scrape-token"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {**env, "RSTREAM_ENGINE_METRICS__PROMETHEUS__PATH": "metrics"})
+    assert "env-scrape-token" not in str(info.value)
+
+
+def test_metrics_must_not_share_the_tls_address() -> None:
+    with pytest.raises(ConfigError, match=r"metrics\.prometheus\.listen_addr is the same address as tls"):
+        parse_config({"metrics": {"prometheus": {"enabled": True, "listen_addr": "127.0.0.1:8443"}}})
+    # ephemeral ports never collide
+    parse_config({"tls": {"listen_addr": "127.0.0.1:0"},
+                  "metrics": {"prometheus": {"enabled": True, "listen_addr": "127.0.0.1:0"}}})
+
+
 def test_accepted_listen_addresses() -> None:
     assert split_hostport("127.0.0.1:8443") == ("127.0.0.1", 8443)
     assert split_hostport("[::1]:8443") == ("::1", 8443)
@@ -347,3 +374,17 @@ def test_describe_defaults_round_trips(tmp_path: Path) -> None:
     assert tuple(flat) == ALL_KEYS
     assert "token_jwt_secret: null" in text
     assert "stream_request_seconds: 30\n" in text
+
+
+def test_http_serve_tunnels_from_file_and_environment(tmp_path: Path) -> None:
+    """Portway's `http.serve_tunnels`: off by default, set in the file, and overridden from the environment."""
+    assert EngineConfig().http.serve_tunnels is False
+    assert "http.serve_tunnels" in ALL_KEYS
+    assert "serve_tunnels: false" in describe_defaults()
+    path = write(tmp_path, "http:\n  enabled: true\n  serve_tunnels: true\n")
+    assert load_config(path, {}).http.serve_tunnels is True
+    env = {"RSTREAM_ENGINE_HTTP__SERVE_TUNNELS": "false", "RSTREAM_ENGINE_HTTP__LISTEN_ADDR": "[::1]:8081"}
+    cfg = load_config(path, env)
+    assert (cfg.http.enabled, cfg.http.serve_tunnels, cfg.http.address) == (True, False, ("::1", 8081))
+    with pytest.raises(ConfigError, match=r"'http\.serve_tunnels'.*RSTREAM_ENGINE_HTTP__SERVE_TUNNELS"):
+        load_config(None, {"RSTREAM_ENGINE_HTTP__SERVE_TUNNELS": "sometimes"})

@@ -68,6 +68,9 @@ def _engine_banner(engine: Engine, state: EngineState) -> None:
     cfg = engine.config
     host, _ = cfg.tls.address
     click.echo(f"Portway engine {__version__} listening on {host}:{engine.port} (engine host {cfg.engine.host})")
+    if cfg.http.enabled:  # worded without "listening on": scripts read the TLS port from that line
+        how = "serving http tunnels in cleartext" if cfg.http.serve_tunnels else "redirecting to https"
+        click.echo(f"Plain HTTP on {cfg.http.address[0]}:{engine.http_port} ({how})")
     if not cfg.certs.static.enabled:
         click.echo(f"CA certificate: {state.ca_path}")
     if cfg.auth.jwt.enabled:
@@ -186,16 +189,28 @@ def _agent_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--label", "labels", multiple=True, help="key=value (repeatable).")
 @click.option("--host", "hostname", help="Requested hostname (<label>.t.<engine host>).")
 @click.option("--port", type=click.IntRange(1, 65535), help="Requested public port (--tcp).")
+@click.option("--trusted-ips", "trusted_ips", multiple=True,
+              help="Only these CIDRs may connect (comma-separated or repeated).")
+@click.option("--geoip", multiple=True, help="Only visitors from these ISO countries (comma-separated or repeated).")
+@click.option("--token-auth", is_flag=True, help="Every HTTP request needs a valid token (--http).")
 @click.option("--retry/--no-retry", default=True, show_default=True, help="Reconnect when the engine goes away.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def forward(target: str | None, engine_addr: str, token: str | None, token_file: str | None, ca_file: str | None,
             insecure: bool, protocol: str, name: str | None, publish: bool, labels: tuple[str, ...],
-            hostname: str | None, port: int | None, retry: bool, output: str) -> None:
+            hostname: str | None, port: int | None, trusted_ips: tuple[str, ...], geoip: tuple[str, ...],
+            token_auth: bool, retry: bool, output: str) -> None:
     """Expose a local service ([HOST:]PORT, default 127.0.0.1:8080) through an engine."""
     client = _client(engine_addr, token, token_file, ca_file, insecure)
     spec = TunnelProperties(protocol=protocol if publish or protocol != "http" else None, name=name,
-                            publish=publish, labels=_labels(labels), hostname=hostname, port=port)
+                            publish=publish, labels=_labels(labels), hostname=hostname, port=port,
+                            trusted_ips=_list(trusted_ips), geoip=tuple(c.upper() for c in _list(geoip)),
+                            token_auth=token_auth or None)
     run(_forward(client, spec, _target(target), retry, output))
+
+
+def _list(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Repeated and comma-separated option values, flattened, blanks dropped."""
+    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
 
 
 def _reporter(output: str, target: tuple[str, int]) -> Callable[[str, Tunnel | None, BaseException | None], None]:
@@ -254,6 +269,8 @@ async def _up(server: Engine, state: EngineState, target: str | None) -> None:
         if tunnel is not None:
             click.echo(f"Forwarding {tunnel.forwarding_address} -> {where[0]}:{where[1]}")
             click.echo(f"Try: curl --cacert {state.ca_path} {tunnel.forwarding_address}/")
+            if server.config.http.serve_tunnels and server.http_port is not None:
+                click.echo(f"Or in cleartext: curl http://{tunnel.properties.hostname}:{server.http_port}/")
             ready.set()
         elif error is not None:
             click.echo(f"{status}: {error}", err=True)

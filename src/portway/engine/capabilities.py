@@ -24,13 +24,10 @@ def _unsupported(p: TunnelProperties) -> str | None:
         return "rstream_auth (it needs the hosted identity service)"
     checks = {
         "challenge_mode": p.challenge_mode,
-        "token_auth": p.token_auth,
-        "trusted_ips": bool(p.trusted_ips),
-        "geoip": bool(p.geoip),
         "mtls_auth": p.mtls_auth,
-        "upstream_tls": p.upstream_tls or p.http_use_tls,
         "tls_mode=terminated": p.protocol == "tls" and p.tls_mode == "terminated",
-        "http_version=h2c": p.http_version == "h2c",
+        "upstream_tls on a tunnel the engine does not parse as HTTP": bool(p.upstream_tls or p.http_use_tls)
+        and (p.protocol != "http" or not p.publish),
         "tls_alpns": bool(p.tls_alpns),
         "tls_ciphers": bool(p.tls_ciphers),
         "tls_min_version": p.tls_min_version is not None,

@@ -166,10 +166,14 @@ class EngineSection(_Section):
 
 
 class HttpSection(_Section):
-    """Plain-HTTP listener for published HTTP tunnels."""
+    """Plain-HTTP listener: redirects to HTTPS, or serves published HTTP tunnels in cleartext."""
 
     enabled: bool = Field(default=False, description="Serve plain HTTP.")
     listen_addr: ListenAddr = Field(default="127.0.0.1:8080", description="host:port ([::1]:port for IPv6).")
+    serve_tunnels: bool = Field(
+        default=False,
+        description="Portway: serve published HTTP tunnels in cleartext here instead of redirecting to HTTPS.",
+    )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -274,12 +278,25 @@ class TcpSection(_Section):
     listen_host: Host = Field(default="127.0.0.1", description="Interface the published ports bind to.")
     port_min: Port = Field(default=20000, description="Lowest port handed out.")
     port_max: Port = Field(default=20999, description="Highest port handed out.")
+    reserve_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=300,
+        description="A port whose agent vanished stays reserved for the same credential this long (0 = never).",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> TcpSection:
         if self.port_min > self.port_max:
             raise ValueError(f"port_min ({self.port_min}) must not exceed port_max ({self.port_max})")
         return self
+
+
+class GeoipSection(_Section):
+    """Portway extension: the GeoIP database that tunnels' `geoip` allow-lists are checked against."""
+
+    database_file: OptionalText = Field(
+        default=None,
+        description="MaxMind-format .mmdb file (GeoLite2/GeoIP2 Country or City); reopened when it changes.",
+    )
 
 
 class LimitsSection(_Section):
@@ -304,6 +321,7 @@ class EngineConfig(_Section):
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     timeouts: TimeoutsSection = Field(default_factory=TimeoutsSection)
     tcp: TcpSection = Field(default_factory=TcpSection)
+    geoip: GeoipSection = Field(default_factory=GeoipSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
 
     @property

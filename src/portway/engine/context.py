@@ -14,6 +14,9 @@ from typing import Any, Protocol
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
+from portway.engine.edges.h2upstream import H2UpstreamPool
+from portway.engine.edges.pool import UpstreamPool
+from portway.engine.policy import IPAddress
 from portway.engine.registry import Registry, Tunnel
 from portway.pipe import Pipe
 
@@ -23,7 +26,13 @@ class PortPublisher(Protocol):
 
     async def publish(self, tunnel: Tunnel, requested: int | None) -> int: ...
 
-    def release(self, tunnel: Tunnel) -> None: ...
+    def release(self, tunnel: Tunnel, *, reserve: bool = False) -> None: ...
+
+
+class CountryLookup(Protocol):
+    """The engine's GeoIP database (see geoip.GeoIPDatabase)."""
+
+    def country(self, address: IPAddress) -> str | None: ...
 
 
 class Session(Protocol):
@@ -36,24 +45,57 @@ class Session(Protocol):
 
 class OpenStreams:
     """The connections of established streams, tracked until they close, so shutdown can let them
-    drain and then close what is left."""
+    drain and then close what is left. Each is remembered as the visitor's or the agent's side, so the
+    bytes it received go to the right direction of `counters` when it closes."""
 
-    def __init__(self) -> None:
-        self._pipes: set[Pipe] = set()
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
+        self._pipes: dict[Pipe, bool] = {}  # pipe -> is the visitor's side
+        self._visitors = 0
         self._empty = asyncio.Event()
         self._empty.set()
 
     def __len__(self) -> int:
         return len(self._pipes)
 
-    def add(self, *pipes: Pipe) -> None:
-        for pipe in pipes:
-            self._pipes.add(pipe)
-            self._empty.clear()
-            pipe.notify_close(self._discard)
+    @property
+    def active(self) -> int:
+        """Streams whose visitor connection is still open (each stream has one visitor side)."""
+        return self._visitors
+
+    def add(self, visitor: Pipe, agent: Pipe) -> None:
+        """A spliced stream: the visitor's connection and the agent's."""
+        self.track(visitor, visitor=True)
+        self.track(agent, visitor=False)
+
+    def track(self, pipe: Pipe, *, visitor: bool) -> None:
+        """One side on its own, for edges that are not 1:1 (an HTTP/2 visitor over pooled agent streams)."""
+        if pipe in self._pipes:
+            return
+        self._pipes[pipe] = visitor
+        self._visitors += visitor
+        self._empty.clear()
+        pipe.notify_close(self._discard)
+
+    def live_bytes(self) -> tuple[int, int]:
+        """(from visitors, to visitors): bytes received so far on the connections still open."""
+        from_visitors = to_visitors = 0
+        for pipe, is_visitor in self._pipes.items():
+            if is_visitor:
+                from_visitors += pipe.bytes_in
+            else:
+                to_visitors += pipe.bytes_in
+        return from_visitors, to_visitors
 
     def _discard(self, pipe: Pipe) -> None:
-        self._pipes.discard(pipe)
+        is_visitor = self._pipes.pop(pipe, None)
+        if is_visitor is None:
+            return
+        if is_visitor:
+            self._visitors -= 1
+            self._counters.bytes_from_visitors += pipe.bytes_in
+        else:
+            self._counters.bytes_to_visitors += pipe.bytes_in
         if not self._pipes:
             self._empty.set()
 
@@ -104,10 +146,16 @@ class EngineContext:
     agent_tls: ssl.SSLContext
     edge_tls: ssl.SSLContext
     version: str
+    upstreams: UpstreamPool = field(default_factory=lambda: UpstreamPool(90.0))
+    h2_upstreams: H2UpstreamPool = field(default_factory=lambda: H2UpstreamPool(90.0))
+    geoip: CountryLookup | None = None
     counters: Counters = field(default_factory=Counters)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sessions: set[Session] = field(default_factory=set)
-    streams: OpenStreams = field(default_factory=OpenStreams)
+    streams: OpenStreams = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.streams = OpenStreams(self.counters)
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:
         """Run `coro` as a task the engine owns (cancelled at shutdown, never garbage-collected early)."""

@@ -16,10 +16,10 @@ import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Callable
 
 from portway.engine.agentconn import AgentConnection
 from portway.engine.context import EngineContext
+from portway.engine.edges.h2 import H2Edge
 from portway.engine.edges.http1 import HttpEdge
 from portway.engine.edges.stream import connect_visitor
 from portway.pipe import Pipe
@@ -42,6 +42,13 @@ def _server_name(sni: str | None) -> str | None:
     except ValueError:
         return sni
     return None
+
+
+def _http_edge(ctx: EngineContext, sni: str | None, tls_conn: TLSConnection) -> asyncio.Protocol:
+    """The HTTP edge for the version the visitor chose by ALPN (no ALPN: HTTP/1.1)."""
+    if tls_conn.ssl_object.selected_alpn_protocol() == "h2":
+        return H2Edge(ctx, sni)
+    return HttpEdge(ctx, sni)
 
 
 class Listener:
@@ -118,15 +125,17 @@ class Listener:
                 visitor.transport.pause_reading()
                 await connect_visitor(ctx, tunnel, visitor, source_ip)
                 return
-            if ALPN in hello.alpn:
-                factory: Callable[[], asyncio.Protocol] = lambda: AgentConnection(ctx)  # noqa: E731
-                tls = ctx.agent_tls
-            else:
-                factory = lambda: HttpEdge(ctx, sni)  # noqa: E731
-                tls = ctx.edge_tls
             timeout_s = ctx.config.timeouts.first_message_seconds
-            _, tls_conn = await self._loop.connect_accepted_socket(
-                lambda: TLSConnection(tls, factory, server_side=True, handshake_timeout_s=timeout_s), conn)
+            if ALPN in hello.alpn:
+                def terminate() -> TLSConnection:
+                    return TLSConnection(ctx.agent_tls, lambda: AgentConnection(ctx), server_side=True,
+                                         handshake_timeout_s=timeout_s)
+            else:
+                def terminate() -> TLSConnection:
+                    tls_conn = TLSConnection(ctx.edge_tls, lambda: _http_edge(ctx, sni, tls_conn), server_side=True,
+                                             handshake_timeout_s=timeout_s)
+                    return tls_conn
+            _, tls_conn = await self._loop.connect_accepted_socket(terminate, conn)
             await tls_conn.handshake
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as error:
             log.info("TLS handshake with %s failed: %s", source_ip, error)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from portway.engine.policy import EdgePolicy
 from portway.wire.messages import TunnelProperties
 
 
@@ -32,6 +33,7 @@ class Tunnel:
     owner: TunnelOwner
     created_at: float = field(default_factory=time.time)
     streams_opened: int = 0
+    policy: EdgePolicy | None = None  # edge controls (trusted_ips, geoip, token_auth), compiled at creation
 
     @property
     def id(self) -> str:

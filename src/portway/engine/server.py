@@ -1,7 +1,8 @@
-"""`Engine`: binds the listener, owns every task, and shuts down in phases.
+"""`Engine`: binds the listeners, owns every task, and shuts down in phases.
 
 Shutdown order: stop accepting, close control channels (agents see the channel end and reconnect
-elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest.
+elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest, close
+idle plain-HTTP connections.
 """
 
 from __future__ import annotations
@@ -18,8 +19,14 @@ from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
+from portway.engine.edges.h2upstream import H2UpstreamPool
+from portway.engine.edges.plainhttp import PlainHttpListener
+from portway.engine.edges.pool import UpstreamPool
 from portway.engine.edges.tcp import TcpEdge
+from portway.engine.geoip import GeoIPDatabase
 from portway.engine.listener import Listener
+from portway.engine.metrics import engine_registry
+from portway.engine.metricsserver import MetricsServer
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
 from portway.errors import ConfigError
@@ -47,7 +54,7 @@ def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     edge = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     edge.minimum_version = ssl.TLSVersion.TLSv1_2
     edge.load_cert_chain(files.cert, files.key)
-    edge.set_alpn_protocols(["http/1.1"])
+    edge.set_alpn_protocols(["h2", "http/1.1"])
     for ctx in (agent, edge):
         ctx.options |= ssl.OP_NO_COMPRESSION
     return agent, edge
@@ -55,8 +62,6 @@ def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 def _refuse_unserved(cfg: EngineConfig) -> None:
     unserved = {
-        "http.enabled": cfg.http.enabled,
-        "metrics.prometheus.enabled": cfg.metrics.prometheus.enabled,
         "tls.enabled=false": not cfg.tls.enabled,
     }
     for key, set_ in unserved.items():
@@ -83,13 +88,20 @@ class Engine:
         self.state = state
         self.ctx: EngineContext | None = None
         self._listener: Listener | None = None
+        self._http: PlainHttpListener | None = None
         self._tcp = TcpEdge()
+        self.metrics: MetricsServer | None = None
         self._stopped = asyncio.Event()
 
     @property
     def port(self) -> int:
         assert self._listener is not None
         return self._listener.port
+
+    @property
+    def http_port(self) -> int | None:
+        """The plain-HTTP listener's port, None when `http.enabled` is off."""
+        return self._http.port if self._http is not None else None
 
     @property
     def cert_files(self) -> CertFiles:
@@ -100,7 +112,8 @@ class Engine:
 
     async def start(self) -> None:
         """Bind and begin accepting. Raises OSError if the listen address is taken, ConfigError for
-        settings this engine does not serve yet (refused, never silently ignored)."""
+        settings this engine does not serve yet (refused, never silently ignored) or a metrics address
+        that cannot be bound."""
         cfg = self.config
         _refuse_unserved(cfg)
         agent_tls, edge_tls = _tls_contexts(self.cert_files)
@@ -110,14 +123,38 @@ class Engine:
         broker = StreamBroker(timeout_s=cfg.timeouts.stream_request_seconds,
                               max_pending=cfg.limits.max_pending_streams)
         # The listener needs the context and the context needs the public port: bind first.
+        geoip = GeoIPDatabase(Path(cfg.geoip.database_file)) if cfg.geoip.database_file else None
         ctx = EngineContext(config=cfg, verifier=verifier, registry=Registry(), broker=broker, ports=self._tcp,
-                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__)
+                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__,
+                            geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
+                            h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
         self._listener = Listener.bind(ctx, host, port)
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
         self.ctx = ctx
+        if cfg.http.enabled:
+            try:
+                self._http = PlainHttpListener.bind(ctx)
+            except OSError as error:
+                self._listener.stop()
+                raise ConfigError(f"http.listen_addr: cannot listen on {cfg.http.listen_addr}: "
+                                  f"{error.strerror or error}") from None
+        if cfg.metrics.prometheus.enabled:
+            metrics = MetricsServer(cfg.metrics.prometheus, cfg.timeouts, engine_registry(ctx))
+            try:
+                await metrics.start()
+            except ConfigError:
+                self._listener.stop()
+                if self._http is not None:
+                    self._http.stop()
+                raise
+            self.metrics = metrics
+        if self._http is not None:
+            await self._http.start()
         self._listener.start()
         log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
+        if self._http is not None:
+            log.info("plain HTTP on %s:%d, %s", cfg.http.address[0], self._http.port, self._http.mode)
 
     async def stop(self) -> None:
         """Graceful shutdown; safe to call twice."""
@@ -127,9 +164,15 @@ class Engine:
         ctx = self.ctx
         if self._listener is not None:
             self._listener.stop()
+        if self._http is not None:
+            self._http.stop()
         self._tcp.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         if ctx is None:
             return
+        ctx.upstreams.close()
+        ctx.h2_upstreams.close()
         for session in list(ctx.sessions):
             session.close("engine shutting down")
         loop = asyncio.get_running_loop()
@@ -142,6 +185,10 @@ class Engine:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
         await _drain_streams(ctx, deadline)
+        if isinstance(ctx.geoip, GeoIPDatabase):
+            ctx.geoip.close()
+        if self._http is not None:
+            self._http.close_connections()
         log.info("engine stopped")
 
     async def __aenter__(self) -> Engine:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from portway.engine.auth import Principal
 from portway.engine.capabilities import check_supported
 from portway.engine.context import EngineContext
+from portway.engine.policy import build_policy
 from portway.engine.registry import Tunnel
 from portway.wire import events, hostnames, properties
 from portway.wire.codes import ErrorCode
@@ -94,8 +95,11 @@ class AgentSession(asyncio.Protocol):
             self._timer.cancel()
         for task in self._tasks:
             task.cancel()
+        # An agent that vanished will be back: its TCP ports stay reserved for it. One that said goodbye
+        # (or that the engine dropped for misbehaving) releases them.
+        reserve = reason in ("connection closed", "liveness expired", "agent stopped reading", "engine shutting down")
         for tunnel in list(self.tunnels.values()):
-            self._withdraw(tunnel)
+            self._withdraw(tunnel, reserve=reserve)
         self.ctx.sessions.discard(self)
         log.info("control channel closed: client %s (%s)", self.client_id, reason)
 
@@ -205,6 +209,7 @@ class AgentSession(asyncio.Protocol):
         if props.protocol == "tls" and props.tls_mode is None:
             props = props.replace(tls_mode="passthrough")  # the engine's default: SNI routing, bytes untouched
         check_supported(props)
+        policy = build_policy(props, geoip_available=ctx.geoip is not None, tokens_enforced=ctx.verifier.enabled)
         if len(self.tunnels) + self._opening > ctx.config.limits.max_tunnels_per_agent:  # opens in flight count
             raise InvalidTunnelProperties("too many tunnels on this control channel", ErrorCode.CAPACITY_EXHAUSTED)
         published_web = props.publish and props.protocol in {"http", "tls"}
@@ -221,7 +226,7 @@ class AgentSession(asyncio.Protocol):
             props = props.replace(hostname=hostnames.allocate(ctx.host, ctx.registry.hostnames()))
         self._resolve_conflicts(props)
         props = props.replace(id=secrets.token_hex(12), creation_date=datetime.now(UTC))
-        tunnel = Tunnel(props=props, owner=self)
+        tunnel = Tunnel(props=props, owner=self, policy=policy)
         if props.protocol == "tcp":
             port = await ctx.ports.publish(tunnel, props.port)
             tunnel.props = props.replace(port=port, host=f"{ctx.config.tcp.listen_host}:{port}")
@@ -269,9 +274,9 @@ class AgentSession(asyncio.Protocol):
         self._withdraw(tunnel)
         self._reply(lambda conn: conn.tunnel_closed(tunnel_id))
 
-    def _withdraw(self, tunnel: Tunnel) -> None:
+    def _withdraw(self, tunnel: Tunnel, *, reserve: bool = False) -> None:
         self.tunnels.pop(tunnel.id, None)
         self.ctx.registry.remove(tunnel)
-        self.ctx.ports.release(tunnel)
+        self.ctx.ports.release(tunnel, reserve=reserve)
         self.ctx.broker.fail_tunnel(tunnel)
 

@@ -30,10 +30,11 @@ _QUOTED_SPECIALS = re.compile(rb'(["\\])')
 _UNQUOTABLE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # What the edge does with a request header, by lower-case name; any other name passes unchanged.
-_HOST, _ACCEPT, _XFF, _DROP, _CONNECTION, _UPGRADE, _TE, _CL = range(8)
+_HOST, _ACCEPT, _XFF, _DROP, _CONNECTION, _UPGRADE, _TE, _CL, _AUTHORIZATION = range(9)
 _SPECIAL = {
     b"host": _HOST,
     b"accept": _ACCEPT,
+    b"authorization": _AUTHORIZATION,  # passed on, unless it carries the tunnel's token_auth token
     b"x-forwarded-for": _XFF,  # the chain is kept and the visitor's address appended
     b"forwarded": _DROP,  # the edge's own Forwarded replaces it
     b"x-forwarded-proto": _DROP,
@@ -56,12 +57,14 @@ _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
 
 
 class Reject(Exception):
-    """A request the edge answers itself with `status` and closes on; `detail` is shown to the visitor."""
+    """A request the edge answers itself with `status` and closes on; `detail` is shown to the visitor,
+    `extra` is more header lines for the page (e.g. WWW-Authenticate)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, extra: str = "") -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.extra = extra
 
 
 def is_token(value: bytes) -> bool:
@@ -160,6 +163,7 @@ class RequestHead:
     __slots__ = (
         "_valid_host",
         "accept",
+        "authorization",
         "body",
         "connection",
         "count",
@@ -182,6 +186,7 @@ class RequestHead:
         self.done = False  # fields after the head are trailers: discarded (the body is re-chunked)
         self.host: bytes | None = None
         self.accept: str | None = None
+        self.authorization: int | None = None  # index in `lines` of the Authorization field
         self.xff: bytes | None = None
         self.connection: list[bytes] = []  # lower-case tokens of every Connection field
         self.upgrade: bytes | None = None
@@ -211,6 +216,9 @@ class RequestHead:
         elif kind == _ACCEPT:
             self.accept = value.decode("latin-1")
             self.lines.append(b"%s: %s\r\n" % (name, value))
+        elif kind == _AUTHORIZATION:
+            self.authorization = len(self.lines)
+            self.lines.append(b"%s: %s\r\n" % (name, value))
         elif kind == _XFF:
             value = value.strip(b" \t")
             self.xff = value if self.xff is None else self.xff + b", " + value
@@ -226,6 +234,17 @@ class RequestHead:
         elif kind == _CL:
             self.body = value.strip(b" \t")  # llhttp refused duplicates, lists, non-digits and TE with CL
             self.lines.append(b"%s: %s\r\n" % (name, value))
+
+    def take_authorization(self) -> bytes | None:
+        """The Authorization value, removed from what goes upstream (the edge consumed the credential)."""
+        if self.authorization is None:
+            return None
+        line = self.lines.pop(self.authorization)
+        self.authorization = None
+        return line.split(b":", 1)[1].strip()
+
+    def authorization_value(self) -> bytes | None:
+        return None if self.authorization is None else self.lines[self.authorization].split(b":", 1)[1].strip()
 
     @property
     def chunked(self) -> bool:

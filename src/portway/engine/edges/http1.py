@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 
 import httptools
 
 from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
+from portway.engine.edges.stream import count_denial, refused_address, token_memo
+from portway.engine.edges.upstreamtls import over_tls
+from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 from portway.wire.codes import ErrorCode
@@ -59,7 +63,7 @@ class HttpEdge(Pipe):
         self.on_header = self._head.add  # one call per field from the parser, not two
         self._parser = httptools.HttpRequestParser(self)
         self._forwarding = Forwarding(None, scheme.encode())
-        self._route: tuple[bytes | None, str] = (None, "")  # last Host value and the name it routes to
+        self._route: tuple[bytes | None, str, bool] = (None, "", False)  # last Host, its name, engine's own?
         self._url = b""
         self._started = 0.0
         self._in_message = False
@@ -75,6 +79,7 @@ class HttpEdge(Pipe):
         self._rx_mark = 0  # visitor bytes already accounted to requests
         self._tx_mark = 0  # agent bytes already accounted to responses
         self._tunnel: Tunnel | None = None
+        self._tokens = token_memo(ctx)
         self._host: str | None = None
         self._upstream: Upstream | None = None
         self._paused = 0
@@ -140,7 +145,8 @@ class HttpEdge(Pipe):
         except httptools.HttpParserCallbackError as error:
             if not isinstance(error.__context__, Reject):
                 raise
-            self._fail(error.__context__.status, error.__context__.detail)
+            reject = error.__context__
+            self._fail(reject.status, reject.detail, extra=reject.extra)
             return
         except httptools.HttpParserError as error:
             # in a body already on its way upstream (`_current`), the page cannot wait for earlier responses
@@ -199,24 +205,35 @@ class HttpEdge(Pipe):
         # CONNECT's Host names its target; the tunnel is the one the TLS connection was opened for.
         if method == b"CONNECT":
             name = self.sni or ""
+            local = self._is_engine_host(name)
         elif head.host is not None and head.host == self._route[0]:
-            name = self._route[1]
+            _, name, local = self._route
         else:
             name = route_name(head.host, self.sni)
-            self._route = (head.host, name)
+            local = self._is_engine_host(name)
+            self._route = (head.host, name, local)
+        self._local = local
+        if local:  # answered at once, so only when no response is owed
+            if self._exchanges:
+                raise Reject(421, "the engine's own endpoints need a connection of their own")
+            return
         if self._tunnel is not None:
             if name != self._host:
                 raise Reject(421, "one connection serves one tunnel host")
-        elif self._local or self._is_engine_host(name):
-            self._local = True
-            return
+            self._admit_token(self._tunnel)
+            url = self._url
         else:
             tunnel = self.ctx.registry.by_hostname(name)
             if tunnel is None or tunnel.props.protocol != "http":
                 raise Reject(404, "no tunnel is published at this address")
             if self.sni and self.sni != name:
                 raise Reject(421, "the request's Host does not match the TLS server name")
-            self._tunnel, self._host = tunnel, name
+            self._host = name
+            if refused_address(self.ctx, tunnel, self.source_ip) is not None:
+                raise Reject(403, "your address is not allowed to reach this tunnel")
+            self._admit_token(tunnel)
+            url = self._url
+            self._tunnel = tunnel
             self._open_stream(tunnel)
         keep_alive = parser.should_keep_alive()
         ex = Exchange(method, url[:MAX_LOGGED_TARGET], self._started, kind_of(method, upgrade), not keep_alive)
@@ -323,6 +340,24 @@ class HttpEdge(Pipe):
                 self.bad_response("the connection closed before a complete response head")
         self._close_both()
 
+    def _admit_token(self, tunnel: Tunnel) -> None:
+        """token_auth: the request carries a valid token (Bearer header or `rstream.token` query), which
+        is then removed so it never reaches the upstream nor the access log. Rejects with 401 otherwise."""
+        if tunnel.policy is None or not tunnel.policy.token_auth:
+            return
+        head = self._head
+        token = bearer_token(head.authorization_value())
+        if token is not None:
+            head.take_authorization()
+        query_token, self._url = take_query_token(self._url)
+        token = token or query_token
+        if token is not None and self._tokens.valid(token):
+            return
+        count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
+        challenge = 'Bearer realm="portway"' + (', error="invalid_token"' if token is not None else "")
+        raise Reject(401, "a valid token is required: send Authorization: Bearer <token>",
+                     f"WWW-Authenticate: {challenge}\r\n")
+
     def backpressure(self, paused: bool) -> None:
         """The agent's transport is full (or drained): stop (or resume) reading the visitor."""
         if paused:
@@ -385,6 +420,14 @@ class HttpEdge(Pipe):
                 status, detail = 502, "the agent could not reach the service behind this tunnel"
             self._fail(status, detail, error.reason, self._exchanges.first if self._exchanges else None)
             return
+        if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
+            try:
+                agent = await over_tls(agent, Pipe, self.ctx.config.timeouts.first_message_seconds)
+            except (OSError, ssl.SSLError, TimeoutError) as error:
+                agent.close()
+                self._fail(502, "TLS to the service behind this tunnel failed", f"TLS to the upstream failed: {error}",
+                           self._exchanges.first if self._exchanges else None)
+                return
         if self.closed or self._closing:
             agent.close()
             return
@@ -415,7 +458,8 @@ class HttpEdge(Pipe):
         if not keep:
             self.transport.close()
 
-    def _fail(self, status: int, detail: str, reason: str | None = None, ex: Exchange | None = None) -> None:
+    def _fail(self, status: int, detail: str, reason: str | None = None, ex: Exchange | None = None, *,
+              extra: str = "") -> None:
         """Answer with an error page and close; nothing more is read from this visitor. `ex` is the
         exchange the page answers (else the request being parsed); a page for a request behind others
         waits for their responses, so it never cuts into one."""
@@ -423,7 +467,7 @@ class HttpEdge(Pipe):
             return
         self._failed = True
         self._pause(_FAILED)
-        page = error_page(status, self._host or self.sni, detail, self._head.accept)
+        page = error_page(status, self._host or self.sni, detail, self._head.accept, extra=extra)
         self.ctx.counters.count(self.ctx.counters.http_responses, status)
         if ex is not None:
             self._exchanges.remove(ex)

@@ -1,24 +1,56 @@
-"""The one place a visitor connection becomes a tunnel stream: ask the broker, then splice."""
+"""The one place a visitor connection becomes a tunnel stream: check the tunnel's edge policy, ask the
+broker, then splice."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
+from portway.engine.policy import TokenMemo
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe, splice
 
 log = logging.getLogger("portway.engine.edge")
 
 
+def refused_address(ctx: EngineContext, tunnel: Tunnel, source_ip: str | None) -> str | None:
+    """The network control (trusted_ips, geoip) that refuses this visitor, counted and logged; else None."""
+    policy = tunnel.policy
+    if policy is None:
+        return None
+    reason = policy.refuses(source_ip, ctx.geoip.country if ctx.geoip is not None else None)
+    if reason is not None:
+        count_denial(ctx, tunnel, reason, source_ip)
+    return reason
+
+
+def token_memo(ctx: EngineContext) -> TokenMemo:
+    """A per-connection token_auth memo backed by the engine's token verifier."""
+    return TokenMemo(lambda token, now: ctx.verifier.verify(token, now).expires_at)
+
+
+def count_denial(ctx: EngineContext, tunnel: Tunnel, reason: str, source_ip: str | None) -> None:
+    counters = ctx.counters
+    counters.count(counters.policy_denials, (tunnel.props.protocol or "", reason))
+    log.info("tunnel %s: visitor %s refused by %s", tunnel.id, source_ip, reason)
+
+
 async def connect_visitor(ctx: EngineContext, tunnel: Tunnel, visitor: Pipe, source_ip: str | None) -> None:
-    """Open a stream of `tunnel` for `visitor` (paused until then) and splice them; close it on failure."""
+    """Open a stream of `tunnel` for `visitor` (paused until then) and splice them; close it on refusal
+    or failure, before any of its bytes are read."""
+    if refused_address(ctx, tunnel, source_ip) is not None:
+        visitor.close()
+        return
     try:
         agent = await ctx.broker.open_stream(tunnel, source_ip)
     except StreamFailed as error:
         log.info("tunnel %s: stream for %s failed: %s", tunnel.id, source_ip, error.reason)
         visitor.close()
         return
+    except asyncio.CancelledError:  # engine shutdown while the agent was still to answer
+        visitor.close()
+        raise
     splice(visitor, agent)
     ctx.streams.add(visitor, agent)

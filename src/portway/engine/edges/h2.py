@@ -1,0 +1,539 @@
+"""HTTP/2 edge (ALPN h2): visitors multiplex requests on one connection; each request is relayed to the
+tunnel's HTTP/1.1 upstream over a pooled agent stream (see pool.py).
+
+Flow control is what bounds memory both ways: request bodies are acknowledged to the visitor only
+while the upstream connection accepts writes, and response bodies are sent within the visitor's
+HTTP/2 windows — past a small buffer the upstream connection stops being read until a WINDOW_UPDATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from portway.engine.agentconn import peer_ip
+from portway.engine.broker import StreamFailed
+from portway.engine.context import EngineContext
+from portway.engine.edges import h2rules
+from portway.engine.edges.h2shell import H2Shell
+from portway.engine.edges.h2upstream import H2Leg, UpstreamH2
+from portway.engine.edges.pages import error_body
+from portway.engine.edges.pool import UpstreamH1
+from portway.engine.edges.stream import count_denial, refused_address, token_memo
+from portway.engine.edges.upstreamtls import over_tls
+from portway.engine.policy import bearer_token, take_query_token
+from portway.engine.registry import Tunnel
+from portway.wire.codes import ErrorCode
+
+log = logging.getLogger("portway.engine.http")
+access_log = logging.getLogger("portway.access")
+
+MAX_CONCURRENT_STREAMS = 100
+MAX_HEADER_LIST_BYTES = 64 * 1024
+# Response bytes held per request beyond the visitor's window before the upstream stops being read.
+RESPONSE_BUFFER_BYTES = 256 * 1024
+
+
+@dataclass(eq=False)
+class _Exchange:
+    """One HTTP/2 stream ⇄ one request on an upstream connection; the upstream's response sink."""
+
+    edge: H2Edge
+    stream_id: int
+    tunnel: Tunnel
+    request: h2rules.H2Request
+    head: bytes  # the HTTP/1.1 request head, for an HTTP/1.1 upstream
+    chunked: bool
+    started: float = field(default_factory=time.monotonic)
+    leg: RequestLeg | None = None
+    request_ended: bool = False
+    queued: list[bytes] = field(default_factory=list)  # request body bytes before the upstream is there
+    unacked: int = 0  # request body bytes not yet acknowledged to the visitor (flow control)
+    writable: bool = True
+    pending: list[bytes] = field(default_factory=list)  # response bytes waiting for the visitor's window
+    pending_bytes: int = 0
+    websocket_key: bytes | None = None  # an extended CONNECT relayed as an HTTP/1.1 WebSocket upgrade
+    h2_headers: list[tuple[bytes, bytes]] | None = None  # the request for an h2c upstream
+    status: int = 0
+    response_bytes: int = 0
+    trailers: list[tuple[bytes, bytes]] | None = None
+    response_ended: bool = False
+    finished: bool = False
+
+    # ---- request side ----
+
+    def request_body(self, data: bytes, flow_length: int) -> None:
+        if data:
+            if self.leg is None:
+                self.queued.append(data)
+            else:
+                self.leg.body(data)
+        self.unacked += flow_length
+        self.edge.acknowledge(self)
+
+    def end_request(self) -> None:
+        self.request_ended = True
+        if self.leg is not None:
+            self.leg.end()
+
+    def attach(self, leg: RequestLeg) -> None:
+        self.leg = leg
+        leg.begin(self)
+        for data in self.queued:
+            leg.body(data)
+        self.queued.clear()
+        if self.request_ended:
+            leg.end()
+        self.edge.acknowledge(self)
+
+    # ---- ResponseSink ----
+
+    def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if status == 101:
+            accept = next((v.strip() for k, v in headers if k.lower() == b"sec-websocket-accept"), None)
+            assert self.websocket_key is not None
+            if accept != h2rules.websocket_accept(self.websocket_key):
+                self.edge.fail_exchange(self, 502, "the service behind this tunnel answered the WebSocket "
+                                        "handshake wrongly")
+                return
+            self.status = 200
+            self.edge.send_head(self, h2rules.websocket_response_headers(headers))
+            if self.request_ended and self.leg is not None:
+                self.leg.end()  # the visitor already finished sending: half-close the switched connection
+            return
+        self.status = status
+        self.edge.send_head(self, h2rules.h2_response_headers(status, headers))
+
+    def response_body(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        self.response_bytes += len(data)
+        self.edge.send_pending(self)
+        if self.pending_bytes > RESPONSE_BUFFER_BYTES and self.leg is not None:
+            self.leg.pause()
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Trailers from an HTTP/2 upstream (gRPC status): sent after the last DATA, ending the stream."""
+        self.trailers = [(k, v) for k, v in headers if not k.startswith(b":")]
+
+    def response_end(self) -> None:
+        self.response_ended = True
+        self.edge.send_pending(self)
+
+    def response_failed(self, reason: str) -> None:
+        self.edge.fail_exchange(self, 502, reason)
+
+    def upstream_writable(self, writable: bool) -> None:
+        self.writable = writable
+        self.edge.acknowledge(self)
+
+
+class RequestLeg(Protocol):
+    """An exchange's request as it travels to one kind of upstream connection."""
+
+    def begin(self, exchange: _Exchange) -> None: ...
+
+    def body(self, data: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+
+class H1Leg:
+    """The request on an HTTP/1.1 upstream connection: the head, then the body (chunked when the
+    visitor gave no length); for a WebSocket, raw bytes once the upstream switched protocols."""
+
+    def __init__(self, upstream: UpstreamH1) -> None:
+        self.upstream = upstream
+        self.exchange: _Exchange | None = None
+
+    def begin(self, exchange: _Exchange) -> None:
+        self.exchange = exchange
+        self.upstream.start(exchange, head_only=exchange.request.method == b"HEAD",
+                            upgrade=exchange.websocket_key is not None)
+        self.upstream.send(exchange.head)
+
+    def body(self, data: bytes) -> None:
+        assert self.exchange is not None
+        self.upstream.send(h2rules.chunk(data) if self.exchange.chunked else data)
+
+    def end(self) -> None:
+        assert self.exchange is not None
+        if self.exchange.chunked:
+            self.upstream.send(h2rules.LAST_CHUNK)
+        elif self.exchange.websocket_key is not None and self.upstream.raw:
+            self.upstream.send_eof()
+
+    def pause(self) -> None:
+        self.upstream.pause()
+
+    def resume(self) -> None:
+        self.upstream.resume()
+
+    def detach(self) -> None:
+        if self.upstream.sink is self.exchange:
+            self.upstream.detach()
+
+
+class H2Edge(H2Shell):
+    """Protocol of one HTTP/2 visitor connection (after TLS)."""
+
+    def __init__(self, ctx: EngineContext, sni: str | None, scheme: str = "https") -> None:
+        super().__init__(client_side=False)
+        self.ctx = ctx
+        self.sni = sni
+        self.scheme = scheme.encode()
+        self.source_ip: str | None = None
+        self.exchanges: dict[int, _Exchange] = {}
+        self._admitted: set[str] = set()  # tunnels whose network policy admitted this connection
+        self._tokens = token_memo(ctx)
+        self._visitor_writable = True
+        self._tracked = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._moved_at_last_check = -1
+
+    # ---- connection ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.source_ip = peer_ip(transport)
+        # Initial values, not update(): updated settings only apply once acknowledged, and the first
+        # SETTINGS frame would carry the defaults (ENABLE_CONNECT_PROTOCOL=0).
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSocket over HTTP/2 (RFC 8441)
+        })
+        self.conn.initiate_connection()
+        self.flush()
+        self._arm_idle_timer()
+
+    def protocol_error(self, error: h2.exceptions.ProtocolError) -> None:
+        log.info("HTTP/2 protocol error from %s: %s", self.source_ip, error)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        for exchange in list(self.exchanges.values()):
+            self._abandon(exchange)
+        super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._visitor_writable = False
+        for exchange in self.exchanges.values():
+            if exchange.leg is not None:
+                exchange.leg.pause()
+
+    def resume_writing(self) -> None:
+        self._visitor_writable = True
+        for exchange in list(self.exchanges.values()):
+            if exchange.leg is not None and exchange.pending_bytes <= RESPONSE_BUFFER_BYTES:
+                exchange.leg.resume()
+
+    # ---- events ----
+
+    def dispatch(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._request(event)
+        elif isinstance(event, h2.events.DataReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is None:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            else:
+                exchange.request_body(event.data, event.flow_controlled_length)
+        elif isinstance(event, h2.events.StreamEnded):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.end_request()
+        elif isinstance(event, h2.events.StreamReset):
+            exchange = self.exchanges.pop(event.stream_id, None)
+            if exchange is not None:
+                self._abandon(exchange)
+        elif isinstance(event, h2.events.WindowUpdated):
+            targets = self.exchanges.values() if event.stream_id == 0 else [self.exchanges.get(event.stream_id)]
+            for exchange in list(targets):
+                if exchange is not None:
+                    self.send_pending(exchange)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.flush_now()
+            self.close()
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        try:
+            request = h2rules.parse_request(list(event.headers or ()))
+        except h2rules.RequestError as error:
+            self._answer(stream_id, error.status, error.detail, None)
+            return
+        accept = request.header(b"accept")
+        name = _host_of(request.authority)
+        if name in ("", self.ctx.host) or name.replace(".", "").isdigit() or name.startswith("["):
+            self._answer_locally(stream_id, request)
+            return
+        tunnel = self.ctx.registry.by_hostname(name)
+        if tunnel is None or tunnel.props.protocol != "http":
+            self._answer(stream_id, 404, "no tunnel is published at this address", accept, name)
+            return
+        if self.sni and self.sni != name:
+            self._answer(stream_id, 421, "the request's authority does not match the TLS server name", accept, name)
+            return
+        if tunnel.id not in self._admitted:
+            if refused_address(self.ctx, tunnel, self.source_ip) is not None:
+                self._answer(stream_id, 403, "your address is not allowed to reach this tunnel", accept, name)
+                return
+            self._admitted.add(tunnel.id)
+        drop: frozenset[bytes] = frozenset()
+        path = request.path
+        if tunnel.policy is not None and tunnel.policy.token_auth:
+            token = bearer_token(request.header(b"authorization"))
+            if token is not None:
+                drop = frozenset({b"authorization"})
+            query_token, path = take_query_token(path)
+            token = token or query_token
+            if token is None or not self._tokens.valid(token):
+                count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
+                challenge = b'Bearer realm="portway"' + (b', error="invalid_token"' if token is not None else b"")
+                self._answer(stream_id, 401, "a valid token is required: send Authorization: Bearer <token>",
+                             accept, name, extra=[(b"www-authenticate", challenge)])
+                return
+        has_body = event.stream_ended is None
+        websocket = request.protocol is not None
+        chunked = has_body and not websocket and request.header(b"content-length") is None
+        if tunnel.props.http_version == "h2c":
+            self._start_h2c(stream_id, tunnel, request, drop, path, has_body=has_body, accept=accept, name=name)
+            return
+        key = h2rules.websocket_key() if websocket else None
+        head = h2rules.h1_request_head(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
+                                       chunked=chunked, drop=drop, path=path, websocket_key=key)
+        exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key)
+        if not has_body:
+            exchange.request_ended = True
+        self._register(exchange)
+        upstream = self.ctx.upstreams.take_idle(tunnel)
+        if upstream is not None:
+            exchange.attach(H1Leg(upstream))
+        else:
+            self.ctx.spawn(self._connect(exchange))
+
+    def _start_h2c(self, stream_id: int, tunnel: Tunnel, request: h2rules.H2Request, drop: frozenset[bytes],
+                   path: bytes, *, has_body: bool, accept: bytes | None, name: str) -> None:
+        """A request for an h2c upstream: one stream on a pooled upstream HTTP/2 connection."""
+        if request.protocol is not None:
+            self._answer(stream_id, 501, "WebSocket to an h2c upstream is not relayed yet", accept, name)
+            return
+        headers = h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
+                                              drop=drop, path=path)
+        exchange = _Exchange(self, stream_id, tunnel, request, b"", chunked=False, h2_headers=headers)
+        exchange.request_ended = not has_body
+        self._register(exchange)
+        upstream = self.ctx.h2_upstreams.with_room(tunnel)
+        if upstream is not None:
+            exchange.attach(H2Leg(upstream, headers, end_on_head=not has_body))
+        else:
+            self.ctx.spawn(self._connect(exchange))
+
+    def _register(self, exchange: _Exchange) -> None:
+        self.exchanges[exchange.stream_id] = exchange
+        if not self._tracked:
+            self._tracked = True
+            self.ctx.streams.track(self, visitor=True)
+
+    async def _connect(self, exchange: _Exchange) -> None:
+        try:
+            agent = await self.ctx.broker.open_stream(exchange.tunnel, self.source_ip)
+        except StreamFailed as error:
+            status = 503 if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED) else 502
+            if error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
+                status = 504
+            log.info("tunnel %s: no stream for %s: %s", exchange.tunnel.id, self.source_ip, error.reason)
+            self.fail_exchange(exchange, status, "the tunnel's agent is unavailable" if status != 502
+                               else "the agent could not reach the service behind this tunnel")
+            return
+        tunnel = exchange.tunnel
+        if exchange.h2_headers is not None:
+            h2c = UpstreamH2.take(agent, tunnel, self.ctx.h2_upstreams)
+            self.ctx.h2_upstreams.add(h2c)
+            self.ctx.streams.track(h2c, visitor=False)
+            if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
+                self.ctx.h2_upstreams.settle(h2c)  # no request for it after all: pooled, idle
+                return
+            # END_STREAM on the head only for a request without any body (one that ended while we connected
+            # may still have body bytes queued).
+            exchange.attach(H2Leg(h2c, exchange.h2_headers, end_on_head=exchange.request_ended and not exchange.queued))
+            self.flush()
+            return
+        if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
+            try:
+                upstream = await over_tls(agent, lambda: UpstreamH1(tunnel, self.ctx.upstreams),
+                                          self.ctx.config.timeouts.first_message_seconds)
+            except (OSError, ssl.SSLError, TimeoutError) as error:
+                log.info("tunnel %s: TLS to the upstream failed: %s", tunnel.id, error)
+                agent.close()
+                self.fail_exchange(exchange, 502, "TLS to the service behind this tunnel failed")
+                return
+        else:
+            upstream = UpstreamH1.take(agent, tunnel, self.ctx.upstreams)
+        self.ctx.streams.track(upstream, visitor=False)
+        if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
+            upstream.close()  # the visitor gave up meanwhile; the framing of this connection is unknown
+            return
+        exchange.attach(H1Leg(upstream))
+        self.flush()
+
+    # ---- response side (called by exchanges) ----
+
+    def acknowledge(self, exchange: _Exchange) -> None:
+        """Open the visitor's window for request bytes once the upstream takes them."""
+        if exchange.unacked and exchange.leg is not None and exchange.writable and not exchange.finished:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.conn.acknowledge_received_data(exchange.unacked, exchange.stream_id)
+            exchange.unacked = 0
+            self.flush()
+
+    def send_head(self, exchange: _Exchange, headers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            self.conn.send_headers(exchange.stream_id, headers)
+        except h2.exceptions.ProtocolError as error:
+            log.info("tunnel %s: response head not relayable over HTTP/2: %s", exchange.tunnel.id, error)
+            self.fail_exchange(exchange, 502, "the service behind this tunnel sent a response HTTP/2 cannot carry")
+            return
+        self.flush()
+
+    def send_pending(self, exchange: _Exchange) -> None:
+        """Send response bytes within the flow-control windows; end the stream once all are out."""
+        if exchange.finished:
+            return
+        sid = exchange.stream_id
+        try:
+            while exchange.pending:
+                window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                data = exchange.pending[0]
+                if len(data) > window:
+                    exchange.pending[0] = data[window:]
+                    data = data[:window]
+                else:
+                    exchange.pending.pop(0)
+                exchange.pending_bytes -= len(data)
+                self.conn.send_data(sid, data)
+            if not exchange.pending and exchange.response_ended:
+                if exchange.trailers:
+                    self.conn.send_headers(sid, exchange.trailers, end_stream=True)
+                else:
+                    self.conn.end_stream(sid)
+                self._finish(exchange)
+        except h2.exceptions.StreamClosedError:
+            self._finish(exchange)
+        self.flush()
+        if (exchange.leg is not None and not exchange.finished and self._visitor_writable
+                and exchange.pending_bytes <= RESPONSE_BUFFER_BYTES):
+            exchange.leg.resume()
+
+    def fail_exchange(self, exchange: _Exchange, status: int, detail: str) -> None:
+        if exchange.finished:
+            return
+        if exchange.status:  # the head is out: all the visitor can be told is that the stream broke
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.conn.reset_stream(exchange.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            self.flush()
+        else:
+            self._answer(exchange.stream_id, status, detail, exchange.request.header(b"accept"),
+                         _host_of(exchange.request.authority))
+        exchange.status = exchange.status or status
+        self._finish(exchange)
+        if exchange.leg is not None:
+            exchange.leg.detach()
+
+    def _finish(self, exchange: _Exchange) -> None:
+        if exchange.finished:
+            return
+        exchange.finished = True
+        self.exchanges.pop(exchange.stream_id, None)
+        counters = self.ctx.counters
+        counters.count(counters.http_responses, exchange.status)
+        access_log.info(
+            "tunnel=%s src=%s proto=h2 %s %s status=%d bytes_out=%d ms=%.1f", exchange.tunnel.id, self.source_ip,
+            exchange.request.method.decode("latin-1"), exchange.request.path[:256].decode("latin-1"),
+            exchange.status, exchange.response_bytes, (time.monotonic() - exchange.started) * 1000)
+
+    def _abandon(self, exchange: _Exchange) -> None:
+        """The visitor reset the stream or left: an upstream mid-request cannot be reused."""
+        exchange.finished = True
+        if exchange.leg is not None:
+            exchange.leg.detach()
+
+    # ---- local answers ----
+
+    def _answer(self, stream_id: int, status: int, detail: str, accept: bytes | None, host: str | None = None, *,
+                extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """An edge error page on one stream; the connection stays up for the others."""
+        body, content_type = error_body(status, host or self.sni, detail,
+                                        accept.decode("latin-1") if accept else None)
+        self._respond(stream_id, status, body, content_type, extra)
+        self.ctx.counters.count(self.ctx.counters.http_responses, status)
+        access_log.info("src=%s host=%s proto=h2 status=%d %s", self.source_ip, host or self.sni, status, detail)
+
+    def _answer_locally(self, stream_id: int, request: h2rules.H2Request) -> None:
+        path = request.path.split(b"?", 1)[0]
+        if path in (b"/healthz", b"/api/health"):
+            body = json.dumps({"status": "ok", "version": self.ctx.version,
+                               "tunnels": len(self.ctx.registry)}).encode()
+            self._respond(stream_id, 200, body, "application/json", None)
+        else:
+            body, content_type = error_body(404, self.ctx.host, "unknown engine endpoint", "application/json")
+            self._respond(stream_id, 404, body, content_type, None)
+
+    def _respond(self, stream_id: int, status: int, body: bytes, content_type: str,
+                 extra: list[tuple[bytes, bytes]] | None) -> None:
+        headers = [(b":status", str(status).encode()), (b"content-type", content_type.encode()),
+                   (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"),
+                   (b"server", b"portway"), *(extra or [])]
+        try:
+            self.conn.send_headers(stream_id, headers)
+            self.conn.send_data(stream_id, body, end_stream=True)  # error pages are far below any window
+        except h2.exceptions.ProtocolError:
+            pass
+        self.flush()
+
+    # ---- helpers ----
+
+    def _arm_idle_timer(self) -> None:
+        self._idle_timer = asyncio.get_running_loop().call_later(
+            self.ctx.config.timeouts.http_idle_seconds, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """Close a connection with no request in flight and no byte received for `timeouts.http_idle_seconds`."""
+        if not self.exchanges and self.bytes_in == self._moved_at_last_check:
+            log.info("closing idle HTTP/2 visitor connection from %s", self.source_ip)
+            self.conn.close_connection()
+            self.flush_now()
+            self.close()
+            return
+        self._moved_at_last_check = self.bytes_in
+        self._arm_idle_timer()
+
+
+def _host_of(authority: bytes) -> str:
+    host = authority.decode("latin-1").lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rsplit(":", 1)[0].rstrip(".")

@@ -1,0 +1,41 @@
+"""`upstream_tls`: the engine speaks TLS to the tunnel's upstream, inside the agent's stream.
+
+The agent relays bytes to its local service as usual; the TLS session is between the engine and that
+service (e.g. a development server that only listens on HTTPS). The upstream's certificate is not
+verified: it is the agent's own service, typically self-signed, and the hop that crosses networks —
+engine to agent — is already authenticated TLS. HTTP/1.1 is offered by ALPN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TypeVar
+
+from portway.pipe import Pipe
+from portway.tls import start_client
+
+P = TypeVar("P", bound=asyncio.Protocol)
+
+
+def upstream_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # see the module docstring
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    return ctx
+
+
+_CONTEXT = upstream_context()
+
+
+async def over_tls(agent: Pipe, factory: Callable[[], P], timeout_s: float) -> P:
+    """Take over a fresh agent stream, run TLS to the upstream through it, and return the protocol
+    `factory` made for the decrypted side. Raises OSError/ssl.SSLError/TimeoutError on failure."""
+    assert agent.transport is not None
+    _, protocol = await start_client(agent.transport, factory, context=_CONTEXT, server_hostname=None,
+                                     timeout_s=timeout_s)
+    return protocol

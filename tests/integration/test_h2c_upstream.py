@@ -1,0 +1,147 @@
+"""`http_version: h2c`: the engine speaks HTTP/2 in cleartext to the upstream, multiplexing visitor
+requests on pooled upstream connections, with trailers passed through (gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.events
+import httpx
+
+from tests.conftest import UNIT_S, EngineHandle
+
+WAIT_S = 10 * UNIT_S
+
+
+@dataclass
+class H2cUpstream:
+    """An HTTP/2 (prior knowledge) service on the h2 library: echoes method, path and body, with a
+    `grpc-status` trailer; `/slow` answers after 0.2 s."""
+
+    connections: int = 0
+    requests: list[dict[bytes, bytes]] = field(default_factory=list)
+    port: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        conn.initiate_connection()
+        writer.write(conn.data_to_send())
+        bodies: dict[int, bytearray] = {}
+        heads: dict[int, dict[bytes, bytes]] = {}
+        window_opened = asyncio.Event()
+
+        async def answer(sid: int) -> None:
+            head = heads[sid]
+            if head[b":path"].startswith(b"/slow"):
+                await asyncio.sleep(0.2)
+            payload = b"%s %s\n" % (head[b":method"], head[b":path"]) + bytes(bodies[sid])
+            conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+            while payload:  # within the engine's windows
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if window <= 0:
+                    writer.write(conn.data_to_send())
+                    window_opened.clear()
+                    await asyncio.wait_for(window_opened.wait(), WAIT_S)
+                    continue
+                conn.send_data(sid, payload[:window])
+                payload = payload[window:]
+            conn.send_headers(sid, [(b"grpc-status", b"0"), (b"grpc-message", b"ok")], end_stream=True)
+            writer.write(conn.data_to_send())
+
+        try:
+            while data := await reader.read(65536):
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        heads[event.stream_id] = dict(event.headers)  # type: ignore[arg-type]
+                        self.requests.append(heads[event.stream_id])
+                        bodies[event.stream_id] = bytearray()
+                        if event.stream_ended is not None:
+                            asyncio.ensure_future(answer(event.stream_id))
+                    elif isinstance(event, h2.events.DataReceived):
+                        bodies[event.stream_id] += event.data
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        asyncio.ensure_future(answer(event.stream_id))
+                    elif isinstance(event, h2.events.WindowUpdated):
+                        window_opened.set()
+                writer.write(conn.data_to_send())
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def h2c_tunnel(engine: EngineHandle) -> AsyncIterator[tuple[str, H2cUpstream]]:
+    upstream = H2cUpstream()
+    server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    upstream.port = server.sockets[0].getsockname()[1]
+    control = await engine.client().connect()
+    tunnel = await control.create_tunnel(protocol="http", http_version="h2c")
+    assert tunnel.properties.http_version == "h2c" and tunnel.properties.hostname is not None
+    forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", upstream.port))
+    try:
+        yield tunnel.properties.hostname, upstream
+    finally:
+        forwarding.cancel()
+        await control.close()
+        server.close()
+
+
+async def test_http2_visitors_multiplex_onto_one_h2c_upstream_connection(engine: EngineHandle) -> None:
+    async with h2c_tunnel(engine) as (hostname, upstream), \
+            httpx.AsyncClient(http2=True, verify=engine.visitor_tls()) as client:
+
+        async def get(path: str, body: bytes = b"") -> httpx.Response:
+            return await asyncio.wait_for(client.request(
+                "POST" if body else "GET", f"https://127.0.0.1:{engine.port}{path}", content=body or None,
+                headers={"host": hostname, "te": "trailers"}, extensions={"sni_hostname": hostname}), WAIT_S)
+
+        first = await get("/hello?x=1")
+        assert first.status_code == 200 and first.http_version == "HTTP/2"
+        assert first.content == b"GET /hello?x=1\n"
+        head = upstream.requests[-1]
+        assert head[b":authority"] == hostname.encode() and head[b":scheme"] == b"http"
+        assert head[b"x-forwarded-for"] == b"127.0.0.1" and head[b"x-forwarded-proto"] == b"https"
+        assert head[b"te"] == b"trailers"
+        responses = await asyncio.gather(*(get(f"/slow{i}") for i in range(10)))
+        assert sorted(r.content for r in responses) == sorted(b"GET /slow%d\n" % i for i in range(10))
+        big = bytes(range(256)) * 4096  # 1 MiB: beyond every default window
+        echoed = await get("/upload", big)
+        assert echoed.content == b"POST /upload\n" + big
+        assert upstream.connections == 1  # every request, concurrent ones included, on one upstream connection
+
+
+async def test_trailers_reach_an_http2_visitor(engine: EngineHandle) -> None:
+    async with h2c_tunnel(engine) as (hostname, _):
+        ctx = engine.visitor_tls()
+        ctx.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.port, ssl=ctx, server_hostname=hostname)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        conn.send_headers(1, [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", hostname.encode()),
+                              (b":path", b"/pkg.Service/Call"), (b"te", b"trailers"),
+                              (b"content-type", b"application/grpc")])
+        conn.send_data(1, b"\x00\x00\x00\x00\x02hi", end_stream=True)
+        writer.write(conn.data_to_send())
+        trailers: dict[bytes, bytes] = {}
+        ended = False
+        try:
+            while not ended:
+                data = await asyncio.wait_for(reader.read(65536), WAIT_S)
+                assert data
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.TrailersReceived):
+                        trailers = dict(event.headers)  # type: ignore[arg-type]
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended = True
+                writer.write(conn.data_to_send())
+        finally:
+            writer.close()
+        assert trailers == {b"grpc-status": b"0", b"grpc-message": b"ok"}
