@@ -374,6 +374,65 @@ async def test_invalid_response_is_relayed_then_the_connection_closes(edge: Edge
     await edge.check()
 
 
+async def test_unrequested_protocol_switch_closes_the_connection(edge: Edge, caplog: pytest.LogCaptureFixture) -> None:
+    async with Origin(lambda seen: b"HTTP/1.1 101 Switching Protocols\r\n\r\n") as origin:
+        host = await edge.publish(origin.port)
+        answer = await send_raw(edge, host, f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert answer == b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+    assert log_count(caplog, ACCESS, 'status=101 ') == 1
+    assert log_count(caplog, ACCESS, "unexpected 101 response") == 1
+
+
+async def test_visitor_leaving_before_the_response_is_logged(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A visitor that goes away (here: TCP close, which could also be a half-close still waiting for the
+    answer) while the upstream stays silent: the idle timeout ends it, and the request is logged once."""
+    caplog.set_level(logging.INFO, logger="portway")
+    async with running_engine(tmp_path, "  http_idle_seconds: 0.3\n") as engine, \
+            Origin(lambda seen: b"") as origin:  # never answers
+        control = await engine.client().connect()
+        tunnel = await control.create_tunnel(protocol="http")
+        forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", origin.port))
+        try:
+            host = tunnel.properties.hostname
+            assert host is not None
+            _, writer = await engine.open_visitor(host)
+            writer.write(f"GET /slow HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if origin.requests:
+                    break
+            writer.transport.abort()
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if log_count(caplog, ACCESS, "path=/slow"):
+                    break
+        finally:
+            forwarding.cancel()
+            await control.close()
+    assert log_count(caplog, ACCESS, 'path=/slow status=0 ') == 1
+    assert log_count(caplog, ACCESS, 'error="the connection closed before the response ended"') == 1
+
+
+async def test_engine_endpoint_waits_for_no_owed_response(edge: Edge) -> None:
+    """The engine's own endpoints answer at once, so not behind a response still owed on the connection."""
+    async with Origin() as origin:
+        host = await edge.publish(origin.port)
+        reader, writer = await edge.engine.open_visitor(host)
+        try:
+            writer.write(f"GET /t HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert (await read_response(reader))[2] == b"GET /t 0"
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")  # nothing owed: answered
+            status, _, body = await read_response(reader)
+            assert status == 200 and json.loads(body)["status"] == "ok"
+            writer.write(f"GET /t2 HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                         "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            assert (await read_response(reader))[2] == b"GET /t2 0"
+            assert status_of(await read_until_closed(reader)) == 421
+        finally:
+            await close_writer(writer)
+
+
 # ---- WebSocket and CONNECT ----
 
 
