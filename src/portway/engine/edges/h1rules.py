@@ -54,6 +54,7 @@ _SPECIAL = {
 # visitor desynchronise the upstream's view of the byte stream.
 _PROTECTED = frozenset({b"host", b"content-length", b"transfer-encoding", b"upgrade"})
 _CONNECTION_OPTIONS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_NOT_LISTED = _CONNECTION_OPTIONS | _PROTECTED
 
 
 class Reject(Exception):
@@ -188,7 +189,7 @@ class RequestHead:
         self.accept: str | None = None
         self.authorization: int | None = None  # index in `lines` of the Authorization field
         self.xff: bytes | None = None
-        self.connection: list[bytes] = []  # lower-case tokens of every Connection field
+        self.connection: list[bytes] | None = None  # the Connection field values, as received
         self.upgrade: bytes | None = None
         self.body: bytes | None = None  # b"chunked", or the Content-Length value
 
@@ -223,7 +224,10 @@ class RequestHead:
             value = value.strip(b" \t")
             self.xff = value if self.xff is None else self.xff + b", " + value
         elif kind == _CONNECTION:
-            self.connection.extend(t.strip(b" \t").lower() for t in value.split(b","))
+            if self.connection is None:
+                self.connection = [value]
+            else:
+                self.connection.append(value)
         elif kind == _UPGRADE:
             value = value.strip(b" \t")
             self.upgrade = value if self.upgrade is None else self.upgrade + b", " + value
@@ -284,19 +288,19 @@ class RequestHead:
         """The head sent upstream: hop-by-hop fields and those `Connection` lists dropped, a Connection
         field of the edge's own, forwarding fields set."""
         lines = self.lines
-        extra = [name for name in self.connection if name not in _CONNECTION_OPTIONS and name not in _PROTECTED]
-        if extra:
-            drop = frozenset(extra)
-            lines = [line for line in lines if line.split(b":", 1)[0].lower() not in drop]
-        out = [b"%s %s HTTP/%s\r\n" % (method, target, version.encode()), *lines]
+        if self.connection is not None:
+            listed = {t.strip(b" \t").lower() for value in self.connection for t in value.split(b",")} - _NOT_LISTED
+            if listed:
+                lines = [line for line in lines if line.split(b":", 1)[0].lower() not in listed]
         if upgrade and self.upgrade is not None:
-            out.append(b"Connection: upgrade\r\nUpgrade: %s\r\n" % self.upgrade)
+            connection = b"Connection: upgrade\r\nUpgrade: %s\r\n" % self.upgrade
         elif not keep_alive:
-            out.append(b"Connection: close\r\n")
+            connection = b"Connection: close\r\n"
         elif version == "1.0":
-            out.append(b"Connection: keep-alive\r\n")
-        if self.chunked:
-            out.append(b"Transfer-Encoding: chunked\r\n")
-        out.append(forwarding.fields(self.xff, self.host))
-        out.append(b"\r\n")
-        return b"".join(out)
+            connection = b"Connection: keep-alive\r\n"
+        else:
+            connection = b""
+        return b"%s %s HTTP/%s\r\n%s%s%s%s\r\n" % (
+            method, target, version.encode(), b"".join(lines), connection,
+            b"Transfer-Encoding: chunked\r\n" if self.body == b"chunked" else b"",
+            forwarding.fields(self.xff, self.host))

@@ -11,6 +11,7 @@ raw. Requests for the engine's own host are answered locally.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import ssl
@@ -80,6 +81,7 @@ class HttpEdge(Pipe):
         self._tx_mark = 0  # agent bytes already accounted to responses
         self._tunnel: Tunnel | None = None
         self._tokens = token_memo(ctx)
+        self._count_status = functools.partial(ctx.counters.count, ctx.counters.http_responses)
         self._host: str | None = None
         self._upstream: Upstream | None = None
         self._paused = 0
@@ -272,7 +274,7 @@ class HttpEdge(Pipe):
     def response_head(self, status: int) -> bool:
         """A final (or 101) response head for the oldest exchange. True when that response ends here:
         a HEAD's, or a protocol switch after which nothing is parsed."""
-        self.ctx.counters.count(self.ctx.counters.http_responses, status)
+        self._count_status(status)
         verdict = self._exchanges.answer(status)
         if verdict == BODY:
             return False
@@ -452,7 +454,7 @@ class HttpEdge(Pipe):
             status = 404
             page = error_page(404, self.ctx.host, "unknown engine endpoint", "application/json", close=not keep)
         self.transport.write(page)
-        self.ctx.counters.count(self.ctx.counters.http_responses, status)
+        self._count_status(status)
         self._log_line(self._parser.get_method(), self._url, status, len(page), self._started)
         self._rx_mark = self.bytes_in
         if not keep:
@@ -468,7 +470,7 @@ class HttpEdge(Pipe):
         self._failed = True
         self._pause(_FAILED)
         page = error_page(status, self._host or self.sni, detail, self._head.accept, extra=extra)
-        self.ctx.counters.count(self.ctx.counters.http_responses, status)
+        self._count_status(status)
         if ex is not None:
             self._exchanges.remove(ex)
             self._log(ex, status, len(page), reason or detail)
@@ -503,9 +505,12 @@ class HttpEdge(Pipe):
 
     def _log_line(self, method: bytes, target: bytes, status: int, response_bytes: int, started: float, *,
                   error: str | None = None, request_bytes: int = 0) -> None:
-        """A request's bytes are the visitor's bytes since the last request ended, when not known yet."""
+        """A request's bytes are the visitor's bytes since the last request ended, when not known yet.
+
+        The engine's busiest log line skips `Logger.info`'s caller lookup: the record goes straight to
+        `handle` (the logger's filters and handlers, as usual)."""
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info(access_line(
-                self._tunnel_id(), self.source_ip, method, target, status=status,
-                request_bytes=request_bytes or self.bytes_in - self._rx_mark, response_bytes=response_bytes,
-                duration_s=self._loop.time() - started, error=error))
+            line = access_line(self._tunnel_id(), self.source_ip, method, target, status=status,
+                               request_bytes=request_bytes or self.bytes_in - self._rx_mark,
+                               response_bytes=response_bytes, duration_s=self._loop.time() - started, error=error)
+            access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, (), None))
