@@ -22,18 +22,20 @@ def _unsupported(p: TunnelProperties) -> str | None:
         return "a managed webtty tunnel"
     if p.rstream_auth:
         return "rstream_auth (it needs the hosted identity service)"
+    # Edge TLS options are enforced by edges/tlsterm.py, for published tls tunnels in terminated mode only.
+    terminated = p.protocol == "tls" and p.tls_mode == "terminated" and p.publish
+    other = "" if terminated else " outside a published terminated tls tunnel"
     checks = {
         "challenge_mode": p.challenge_mode,
         "token_auth": p.token_auth,
         "trusted_ips": bool(p.trusted_ips),
         "geoip": bool(p.geoip),
-        "mtls_auth": p.mtls_auth,
         "upstream_tls": p.upstream_tls or p.http_use_tls,
-        "tls_mode=terminated": p.protocol == "tls" and p.tls_mode == "terminated",
         "http_version=h2c": p.http_version == "h2c",
-        "tls_alpns": bool(p.tls_alpns),
-        "tls_ciphers": bool(p.tls_ciphers),
-        "tls_min_version": p.tls_min_version is not None,
+        f"mtls_auth{other}": bool(p.mtls_auth and other),
+        f"tls_alpns{other}": bool(p.tls_alpns and other),
+        f"tls_ciphers{other}": bool(p.tls_ciphers and other),
+        f"tls_min_version{other}": bool(p.tls_min_version is not None and other),
     }
     for name, wanted in checks.items():
         if wanted:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
+from portway.engine.certs import CertFiles
 from portway.engine.config import EngineConfig
 from portway.engine.registry import Registry, Tunnel
 from portway.pipe import Pipe
@@ -103,6 +104,7 @@ class EngineContext:
     public_port: int
     agent_tls: ssl.SSLContext
     edge_tls: ssl.SSLContext
+    cert_files: CertFiles  # the engine certificate, for the contexts of terminated tls tunnels
     version: str
     counters: Counters = field(default_factory=Counters)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from portway import __version__
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
+from portway.engine.certs import CertFiles, load_chain
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
 from portway.engine.edges.tcp import TcpEdge
@@ -31,22 +31,15 @@ log = logging.getLogger("portway.engine")
 _CLOSE_WAIT_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class CertFiles:
-    cert: Path
-    key: Path
-    ca: Path | None
-
-
 def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(agent context, visitor context). Agents must use TLS 1.3 with ALPN rstrm/1 (§2.1)."""
     agent = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     agent.minimum_version = ssl.TLSVersion.TLSv1_3
-    agent.load_cert_chain(files.cert, files.key)
+    load_chain(agent, files)
     agent.set_alpn_protocols([ALPN])
     edge = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     edge.minimum_version = ssl.TLSVersion.TLSv1_2
-    edge.load_cert_chain(files.cert, files.key)
+    load_chain(edge, files)
     edge.set_alpn_protocols(["http/1.1"])
     for ctx in (agent, edge):
         ctx.options |= ssl.OP_NO_COMPRESSION
@@ -111,7 +104,8 @@ class Engine:
                               max_pending=cfg.limits.max_pending_streams)
         # The listener needs the context and the context needs the public port: bind first.
         ctx = EngineContext(config=cfg, verifier=verifier, registry=Registry(), broker=broker, ports=self._tcp,
-                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__)
+                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, cert_files=self.cert_files,
+                            version=__version__)
         self._listener = Listener.bind(ctx, host, port)
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
