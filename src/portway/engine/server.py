@@ -15,9 +15,10 @@ from pathlib import Path
 from portway import __version__
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
-from portway.engine.certs import CertFiles, load_chain
+from portway.engine.certs import CertFiles, CertWatcher, load_chain
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
+from portway.engine.edges import tlsterm
 from portway.engine.edges.tcp import TcpEdge
 from portway.engine.listener import Listener
 from portway.engine.registry import Registry
@@ -78,6 +79,7 @@ class Engine:
         self._listener: Listener | None = None
         self._tcp = TcpEdge()
         self._stopped = asyncio.Event()
+        self._cert_timer: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
@@ -96,6 +98,8 @@ class Engine:
         settings this engine does not serve yet (refused, never silently ignored)."""
         cfg = self.config
         _refuse_unserved(cfg)
+        # Stamped before loading, so a change during start-up is not missed.
+        watcher = CertWatcher(self.cert_files, self._reload_certs) if cfg.certs.static.enabled else None
         agent_tls, edge_tls = _tls_contexts(self.cert_files)
         secret = cfg.auth.jwt.token_jwt_secret or self.state.jwt_secret
         verifier = TokenVerifier(secret, enabled=cfg.auth.jwt.enabled)
@@ -111,13 +115,38 @@ class Engine:
         self._tcp.ctx = ctx
         self.ctx = ctx
         self._listener.start()
+        if watcher is not None:
+            self._watch_certs(watcher)
         log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
+
+    def _watch_certs(self, watcher: CertWatcher) -> None:
+        """Check the static certificate files every `interval_s` until stop() (a timer, not a task: shutdown
+        does not wait for it)."""
+        def tick() -> None:
+            watcher.check()
+            self._watch_certs(watcher)
+
+        self._cert_timer = asyncio.get_running_loop().call_later(watcher.interval_s, tick)
+
+    def _reload_certs(self) -> None:
+        """Rebuild every server context from the certificate files; swap them in only if all loaded, so a
+        broken file never leaves a context half-loaded. Established connections keep their certificate."""
+        ctx = self.ctx
+        assert ctx is not None
+        agent_tls, edge_tls = _tls_contexts(ctx.cert_files)
+        tunnels = [t for t in ctx.registry.tunnels() if t.tls is not None]
+        rebuilt = [tlsterm.tunnel_context(t.props, ctx.cert_files) for t in tunnels]
+        ctx.agent_tls, ctx.edge_tls = agent_tls, edge_tls
+        for tunnel, context in zip(tunnels, rebuilt, strict=True):
+            tunnel.tls = context
 
     async def stop(self) -> None:
         """Graceful shutdown; safe to call twice."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._cert_timer is not None:
+            self._cert_timer.cancel()
         ctx = self.ctx
         if self._listener is not None:
             self._listener.stop()
