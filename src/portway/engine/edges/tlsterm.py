@@ -106,7 +106,7 @@ def tunnel_context(props: TunnelProperties, files: CertFiles) -> ssl.SSLContext:
     Raises `InvalidTunnelProperties` for options that cannot be honoured, and ssl.SSLError / OSError when
     the engine's own certificate cannot be loaded (not the agent's fault: the caller decides).
     """
-    if props.mtls_cacert_pem is not None and not props.mtls_auth:
+    if props.mtls_cacert_pem and not props.mtls_auth:
         raise _fail("mtls_cacert_pem needs mtls_auth=true")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.options |= ssl.OP_NO_COMPRESSION
