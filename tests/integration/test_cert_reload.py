@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from portway.agent import Client, ControlChannel, TLSOptions, Tunnel
+from portway.agent import Client, ControlChannel, TLSOptions
 from portway.engine.certs import CHECK_INTERVAL_S
 from tests.conftest import UNIT_S, EngineHandle, log_count, running_engine
+from tests.integration.helpers import close_streams
 
 NAMES = ("localhost", "*.t.localhost", "127.0.0.1")
 
@@ -63,12 +64,6 @@ class StaticEngine:
                 return
             await asyncio.sleep(0.1 * UNIT_S)
         raise AssertionError("the new certificate was not served within 5 s")
-
-
-async def close_streams(tunnel: Tunnel) -> None:
-    """The tests only look at handshakes: close the streams they cause at once."""
-    async for stream in tunnel:
-        await stream.close()
 
 
 def install(cert: trustme.LeafCert, cert_file: Path, key_file: Path) -> None:

@@ -18,6 +18,7 @@ from portway.agent import ControlChannel, Tunnel
 from portway.errors import EngineRejected
 from portway.wire.codes import ErrorCode
 from tests.conftest import UNIT_S, EngineHandle, close_writer, log_count, read_until_closed
+from tests.integration.helpers import close_streams
 
 
 @dataclass
@@ -215,3 +216,28 @@ async def test_bad_options_refuse_the_tunnel_at_creation(engine: EngineHandle, v
         assert ok.properties.tls_mode == "terminated"
     finally:
         await control.close()
+
+
+async def s_client(engine: EngineHandle, hostname: str, *args: str) -> tuple[int, str]:
+    """`openssl s_client` against the engine: an independent TLS implementation's view."""
+    process = await asyncio.create_subprocess_exec(
+        "openssl", "s_client", "-connect", f"127.0.0.1:{engine.port}", "-servername", hostname,
+        "-CAfile", str(engine.ca_file), "-verify_return_error", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 10 * UNIT_S)
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace")
+
+
+async def test_openssl_s_client_sees_the_tunnels_options(engine: EngineHandle) -> None:
+    async with published(engine, tls_alpns=("h2",), tls_min_version="tls1.3") as t:
+        closing = asyncio.ensure_future(close_streams(t.tunnel))
+        code, out = await s_client(engine, t.hostname, "-alpn", "http/1.1,h2")
+        assert code == 0, out
+        assert "ALPN protocol: h2" in out
+        assert "Verify return code: 0 (ok)" in out
+        assert "TLSv1.3" in out
+        code, out = await s_client(engine, t.hostname, "-tls1_2")
+        assert code != 0, out
+        await t.tunnel.close()
+        await asyncio.wait_for(closing, 5 * UNIT_S)
