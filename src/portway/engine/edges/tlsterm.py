@@ -122,11 +122,11 @@ def tunnel_context(props: TunnelProperties, files: CertFiles) -> ssl.SSLContext:
 
 
 def create_context(props: TunnelProperties, files: CertFiles) -> ssl.SSLContext:
-    """`tunnel_context` for a tunnel being created: an unloadable engine certificate refuses it too."""
+    """`tunnel_context` for a tunnel being created: an unloadable engine certificate refuses it too (the
+    session logs the refusal; with certs.static the watcher has logged why the files do not load)."""
     try:
         return tunnel_context(props, files)
-    except (ssl.SSLError, OSError) as error:
-        log.error("cannot load the engine certificate %s for a terminated tls tunnel: %s", files.cert, error)
+    except (ssl.SSLError, OSError):
         raise _fail("the engine's certificate cannot be loaded", ErrorCode.SERVICE_UNAVAILABLE) from None
 
 
