@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from portway import __version__
+from portway.agent import Tunnel
 from portway.wire import messages
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.messages import ClientDetails, TunnelProperties
@@ -117,3 +118,9 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             await writer.drain()
 
 
+
+
+async def close_streams(tunnel: Tunnel) -> None:
+    """Accept and close every stream of `tunnel` until it closes (for tests that only look at handshakes)."""
+    async for stream in tunnel:
+        await stream.close()

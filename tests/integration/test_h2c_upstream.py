@@ -35,6 +35,12 @@ class H2cUpstream:
         bodies: dict[int, bytearray] = {}
         heads: dict[int, dict[bytes, bytes]] = {}
         window_opened = asyncio.Event()
+        answers: set[asyncio.Task[None]] = set()
+
+        def spawn(sid: int) -> None:
+            task = asyncio.ensure_future(answer(sid))
+            answers.add(task)
+            task.add_done_callback(answers.discard)
 
         async def answer(sid: int) -> None:
             head = heads[sid]
@@ -62,12 +68,12 @@ class H2cUpstream:
                         self.requests.append(heads[event.stream_id])
                         bodies[event.stream_id] = bytearray()
                         if event.stream_ended is not None:
-                            asyncio.ensure_future(answer(event.stream_id))
+                            spawn(event.stream_id)
                     elif isinstance(event, h2.events.DataReceived):
                         bodies[event.stream_id] += event.data
                         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                     elif isinstance(event, h2.events.StreamEnded):
-                        asyncio.ensure_future(answer(event.stream_id))
+                        spawn(event.stream_id)
                     elif isinstance(event, h2.events.WindowUpdated):
                         window_opened.set()
                 writer.write(conn.data_to_send())

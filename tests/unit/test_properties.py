@@ -496,3 +496,10 @@ def test_normalize_is_total_and_idempotent(request: TunnelProperties) -> None:
 def test_datagram_protocols_refuse_bytestream_type(protocol: str) -> None:
     with pytest.raises(InvalidTunnelProperties, match="datagram tunnel"):
         normalize(TunnelProperties(protocol=protocol, type="bytestream"))
+
+
+def test_private_tls_tunnel_cannot_be_terminated() -> None:
+    message = rejected(publish=False, protocol="tls", tls_mode="terminated")
+    assert "private" in message
+    assert "tls_mode=terminated" in message
+    assert ok(publish=False, protocol="tls", tls_mode="passthrough").tls_mode == "passthrough"

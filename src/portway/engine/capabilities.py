@@ -22,15 +22,17 @@ def _unsupported(p: TunnelProperties) -> str | None:
         return "a managed webtty tunnel"
     if p.rstream_auth:
         return "rstream_auth (it needs the hosted identity service)"
+    # Edge TLS options are enforced by edges/tlsterm.py, for published tls tunnels in terminated mode only.
+    terminated = p.protocol == "tls" and p.tls_mode == "terminated" and p.publish
+    other = "" if terminated else " outside a published terminated tls tunnel"
     checks = {
         "challenge_mode": p.challenge_mode,
-        "mtls_auth": p.mtls_auth,
-        "tls_mode=terminated": p.protocol == "tls" and p.tls_mode == "terminated",
         "upstream_tls on a tunnel the engine does not parse as HTTP": bool(p.upstream_tls or p.http_use_tls)
         and (p.protocol != "http" or not p.publish),
-        "tls_alpns": bool(p.tls_alpns),
-        "tls_ciphers": bool(p.tls_ciphers),
-        "tls_min_version": p.tls_min_version is not None,
+        f"mtls_auth{other}": bool(p.mtls_auth and other),
+        f"tls_alpns{other}": bool(p.tls_alpns and other),
+        f"tls_ciphers{other}": bool(p.tls_ciphers and other),
+        f"tls_min_version{other}": bool(p.tls_min_version is not None and other),
     }
     for name, wanted in checks.items():
         if wanted:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
+from portway.engine.certs import CertFiles
 from portway.engine.config import EngineConfig
 from portway.engine.edges.h2upstream import H2UpstreamPool
 from portway.engine.edges.pool import UpstreamPool
@@ -145,6 +146,7 @@ class EngineContext:
     public_port: int
     agent_tls: ssl.SSLContext
     edge_tls: ssl.SSLContext
+    cert_files: CertFiles  # the engine certificate, for the contexts of terminated tls tunnels
     version: str
     upstreams: UpstreamPool = field(default_factory=lambda: UpstreamPool(90.0))
     h2_upstreams: H2UpstreamPool = field(default_factory=lambda: H2UpstreamPool(90.0))

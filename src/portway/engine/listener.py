@@ -3,6 +3,7 @@
 Routing happens before TLS is terminated, from a `MSG_PEEK` of the ClientHello (which may span
 several TCP segments, so we peek until it is whole, under a deadline):
 - SNI of a TLS-passthrough tunnel → the raw bytes go to the agent untouched;
+- SNI of a terminated TLS tunnel → TLS ends here with that tunnel's context, the agent gets plaintext;
 - ALPN `rstrm/1` → agent protocol (TLS 1.3 only);
 - anything else → terminated with the engine certificate and served as HTTP (a tunnel's hostname,
   or the engine's own endpoints).
@@ -19,6 +20,7 @@ import ssl
 
 from portway.engine.agentconn import AgentConnection
 from portway.engine.context import EngineContext
+from portway.engine.edges import tlsterm
 from portway.engine.edges.h2 import H2Edge
 from portway.engine.edges.http1 import HttpEdge
 from portway.engine.edges.stream import connect_visitor
@@ -124,6 +126,9 @@ class Listener:
                 assert visitor.transport is not None
                 visitor.transport.pause_reading()
                 await connect_visitor(ctx, tunnel, visitor, source_ip)
+                return
+            if tunnel is not None and tunnel.tls is not None:
+                await tlsterm.serve(ctx, tunnel, conn, source_ip)
                 return
             timeout_s = ctx.config.timeouts.first_message_seconds
             if ALPN in hello.alpn:

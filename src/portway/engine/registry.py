@@ -6,6 +6,7 @@ shared implementation can replace it when several engine nodes serve one project
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,10 +28,12 @@ class TunnelOwner(Protocol):
 
 @dataclass(eq=False, slots=True)
 class Tunnel:
-    """A live tunnel. `props` are the effective properties returned to the agent."""
+    """A live tunnel. `props` are the effective properties returned to the agent; `tls` is the server
+    context of a terminated tls tunnel (edges/tlsterm.py), replaced when the engine certificate is."""
 
     props: TunnelProperties
     owner: TunnelOwner
+    tls: ssl.SSLContext | None = None
     created_at: float = field(default_factory=time.time)
     streams_opened: int = 0
     policy: EdgePolicy | None = None  # edge controls (trusted_ips, geoip, token_auth), compiled at creation

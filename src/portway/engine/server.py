@@ -11,14 +11,15 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from portway import __version__
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
+from portway.engine.certs import CertFiles, CertWatcher, load_chain
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
+from portway.engine.edges import tlsterm
 from portway.engine.edges.h2upstream import H2UpstreamPool
 from portway.engine.edges.plainhttp import PlainHttpListener
 from portway.engine.edges.pool import UpstreamPool
@@ -38,22 +39,15 @@ log = logging.getLogger("portway.engine")
 _CLOSE_WAIT_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class CertFiles:
-    cert: Path
-    key: Path
-    ca: Path | None
-
-
 def _tls_contexts(files: CertFiles) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(agent context, visitor context). Agents must use TLS 1.3 with ALPN rstrm/1 (§2.1)."""
     agent = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     agent.minimum_version = ssl.TLSVersion.TLSv1_3
-    agent.load_cert_chain(files.cert, files.key)
+    load_chain(agent, files)
     agent.set_alpn_protocols([ALPN])
     edge = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     edge.minimum_version = ssl.TLSVersion.TLSv1_2
-    edge.load_cert_chain(files.cert, files.key)
+    load_chain(edge, files)
     edge.set_alpn_protocols(["h2", "http/1.1"])
     for ctx in (agent, edge):
         ctx.options |= ssl.OP_NO_COMPRESSION
@@ -92,6 +86,7 @@ class Engine:
         self._tcp = TcpEdge()
         self.metrics: MetricsServer | None = None
         self._stopped = asyncio.Event()
+        self._cert_timer: asyncio.TimerHandle | None = None
 
     @property
     def port(self) -> int:
@@ -116,6 +111,8 @@ class Engine:
         that cannot be bound."""
         cfg = self.config
         _refuse_unserved(cfg)
+        # Stamped before loading, so a change during start-up is not missed.
+        watcher = CertWatcher(self.cert_files, self._reload_certs) if cfg.certs.static.enabled else None
         agent_tls, edge_tls = _tls_contexts(self.cert_files)
         secret = cfg.auth.jwt.token_jwt_secret or self.state.jwt_secret
         verifier = TokenVerifier(secret, enabled=cfg.auth.jwt.enabled)
@@ -125,8 +122,8 @@ class Engine:
         # The listener needs the context and the context needs the public port: bind first.
         geoip = GeoIPDatabase(Path(cfg.geoip.database_file)) if cfg.geoip.database_file else None
         ctx = EngineContext(config=cfg, verifier=verifier, registry=Registry(), broker=broker, ports=self._tcp,
-                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, version=__version__,
-                            geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
+                            public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, cert_files=self.cert_files,
+                            version=__version__, geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
                             h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
         self._listener = Listener.bind(ctx, host, port)
         ctx.public_port = cfg.engine.public_port or self._listener.port
@@ -152,15 +149,40 @@ class Engine:
         if self._http is not None:
             await self._http.start()
         self._listener.start()
+        if watcher is not None:
+            self._watch_certs(watcher)
         log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
         if self._http is not None:
             log.info("plain HTTP on %s:%d, %s", cfg.http.address[0], self._http.port, self._http.mode)
+
+    def _watch_certs(self, watcher: CertWatcher) -> None:
+        """Check the static certificate files every `interval_s` until stop() (a timer, not a task: shutdown
+        does not wait for it)."""
+        def tick() -> None:
+            watcher.check()
+            self._watch_certs(watcher)
+
+        self._cert_timer = asyncio.get_running_loop().call_later(watcher.interval_s, tick)
+
+    def _reload_certs(self) -> None:
+        """Rebuild every server context from the certificate files; swap them in only if all loaded, so a
+        broken file never leaves a context half-loaded. Established connections keep their certificate."""
+        ctx = self.ctx
+        assert ctx is not None
+        agent_tls, edge_tls = _tls_contexts(ctx.cert_files)
+        tunnels = [t for t in ctx.registry.tunnels() if t.tls is not None]
+        rebuilt = [tlsterm.tunnel_context(t.props, ctx.cert_files) for t in tunnels]
+        ctx.agent_tls, ctx.edge_tls = agent_tls, edge_tls
+        for tunnel, context in zip(tunnels, rebuilt, strict=True):
+            tunnel.tls = context
 
     async def stop(self) -> None:
         """Graceful shutdown; safe to call twice."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._cert_timer is not None:
+            self._cert_timer.cancel()
         ctx = self.ctx
         if self._listener is not None:
             self._listener.stop()

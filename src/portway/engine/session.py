@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from portway.engine.auth import Principal
 from portway.engine.capabilities import check_supported
 from portway.engine.context import EngineContext
+from portway.engine.edges import tlsterm
 from portway.engine.policy import build_policy
 from portway.engine.registry import Tunnel
 from portway.wire import events, hostnames, properties
@@ -205,9 +206,10 @@ class AgentSession(asyncio.Protocol):
 
     async def _create_tunnel(self, requested: TunnelProperties) -> Tunnel:
         ctx = self.ctx
+        if requested.protocol == "tls" and requested.tls_mode is None:
+            # The engine's default (SNI routing, bytes untouched), set first so §2.5's passthrough rules apply.
+            requested = requested.replace(tls_mode="passthrough")
         props = properties.normalize(requested)
-        if props.protocol == "tls" and props.tls_mode is None:
-            props = props.replace(tls_mode="passthrough")  # the engine's default: SNI routing, bytes untouched
         check_supported(props)
         policy = build_policy(props, geoip_available=ctx.geoip is not None, tokens_enforced=ctx.verifier.enabled)
         if len(self.tunnels) + self._opening > ctx.config.limits.max_tunnels_per_agent:  # opens in flight count
@@ -224,9 +226,10 @@ class AgentSession(asyncio.Protocol):
                     f"use <label>.{hostnames.tunnel_suffix(ctx.host)}")
         elif published_web:
             props = props.replace(hostname=hostnames.allocate(ctx.host, ctx.registry.hostnames()))
+        tls = tlsterm.create_context(props, ctx.cert_files) if tlsterm.is_terminated(props) else None
         self._resolve_conflicts(props)
         props = props.replace(id=secrets.token_hex(12), creation_date=datetime.now(UTC))
-        tunnel = Tunnel(props=props, owner=self, policy=policy)
+        tunnel = Tunnel(props=props, owner=self, policy=policy, tls=tls)
         if props.protocol == "tcp":
             port = await ctx.ports.publish(tunnel, props.port)
             tunnel.props = props.replace(port=port, host=f"{ctx.config.tcp.listen_host}:{port}")

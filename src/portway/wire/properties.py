@@ -162,7 +162,7 @@ def _check_tls_options(p: TunnelProperties, protocol: str | None) -> None:
 def _check_private(p: TunnelProperties) -> None:
     edge = {"hostname": p.hostname, "trusted_ips": p.trusted_ips or None, "geoip": p.geoip or None,
             "token_auth": p.token_auth, "rstream_auth": p.rstream_auth, "challenge_mode": p.challenge_mode,
-            "mtls_auth": p.mtls_auth}
+            "mtls_auth": p.mtls_auth, "tls_mode=terminated": p.tls_mode == "terminated"}
     present = sorted(k for k, v in edge.items() if v)
     if present:
         raise _fail(f"private tunnels have no public edge; remove {', '.join(present)}")
