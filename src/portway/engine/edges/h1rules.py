@@ -288,8 +288,10 @@ class RequestHead:
         """The head sent upstream: hop-by-hop fields and those `Connection` lists dropped, a Connection
         field of the edge's own, forwarding fields set."""
         lines = self.lines
-        if self.connection is not None:
-            listed = {t.strip(b" \t").lower() for value in self.connection for t in value.split(b",")} - _NOT_LISTED
+        connection_values = self.connection
+        if connection_values is not None and (len(connection_values) > 1
+                                              or connection_values[0].strip(b" \t").lower() not in _NOT_LISTED):
+            listed = {t.strip(b" \t").lower() for value in connection_values for t in value.split(b",")} - _NOT_LISTED
             if listed:
                 lines = [line for line in lines if line.split(b":", 1)[0].lower() not in listed]
         if upgrade and self.upgrade is not None:

@@ -222,8 +222,9 @@ class HttpEdge(Pipe):
         if self._tunnel is not None:
             if name != self._host:
                 raise Reject(421, "one connection serves one tunnel host")
-            self._admit_token(self._tunnel)
-            url = self._url
+            if self._tunnel.policy is not None:
+                self._admit_token(self._tunnel)
+                url = self._url
         else:
             tunnel = self.ctx.registry.by_hostname(name)
             if tunnel is None or tunnel.props.protocol != "http":
@@ -233,8 +234,9 @@ class HttpEdge(Pipe):
             self._host = name
             if refused_address(self.ctx, tunnel, self.source_ip) is not None:
                 raise Reject(403, "your address is not allowed to reach this tunnel")
-            self._admit_token(tunnel)
-            url = self._url
+            if tunnel.policy is not None:
+                self._admit_token(tunnel)
+                url = self._url
             self._tunnel = tunnel
             self._open_stream(tunnel)
         keep_alive = parser.should_keep_alive()
@@ -346,7 +348,7 @@ class HttpEdge(Pipe):
         """token_auth: the request carries a valid token (Bearer header or `rstream.token` query), which
         is then removed so it never reaches the upstream nor the access log. Rejects with 401 otherwise."""
         if tunnel.policy is None or not tunnel.policy.token_auth:
-            return
+            return  # (callers skip the call when there is no policy at all: this is per request)
         head = self._head
         token = bearer_token(head.authorization_value())
         if token is not None:
