@@ -49,10 +49,10 @@ def test_a_head_waits_for_earlier_responses_and_holds_later_requests() -> None:
     assert queue.open(after)  # held: behind a held request
     after.held = [b"GET /after ..."]
     assert queue.answer(200) == BODY
-    assert queue.finish() is first
+    assert queue.popleft() is first
     assert queue.releasable() == (b"HEAD / ...", True)  # the HEAD goes alone; the GET still waits
     assert queue.answer(200) == ENDED
-    assert queue.finish() is head
+    assert queue.popleft() is head
     assert queue.releasable() == (b"GET /after ...", False)
 
 
@@ -73,12 +73,12 @@ def test_a_response_that_must_be_alone_is_alone(kinds: list[int]) -> None:
         if not queue.open(item):
             sent.append(item)
     while len(queue):
-        assert sent and sent[0] is queue.first
+        assert sent and sent[0] is queue[0]
         if any(item.kind for item in sent):
             assert len(sent) == 1
         queue.answer(200 if sent[0].kind != UPGRADE else 101)
         sent.pop(0)
-        queue.finish()
+        queue.popleft()
         _, waiting = queue.releasable()
         sent.extend(item for item in queue if item not in sent and item.held is None)
         assert waiting == any(item.held is not None for item in queue)
@@ -97,7 +97,7 @@ def test_answers() -> None:
         assert queue.answer(status) == verdict, (kind, status)
         assert item.status == status
         assert item.close_after == close_after
-        queue.finish()
+        queue.popleft()
 
 
 def test_access_line() -> None:

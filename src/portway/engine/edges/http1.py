@@ -106,7 +106,7 @@ class HttpEdge(Pipe):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         while self._exchanges:
-            self._log(self._exchanges.finish(), error="the connection closed before the response ended")
+            self._log(self._exchanges.popleft(), error="the connection closed before the response ended")
         super().connection_lost(exc)
 
     def _arm_idle_timer(self) -> None:
@@ -240,7 +240,7 @@ class HttpEdge(Pipe):
             self._tunnel = tunnel
             self._open_stream(tunnel)
         keep_alive = parser.should_keep_alive()
-        ex = Exchange(method, url[:MAX_LOGGED_TARGET], self._started, kind_of(method, upgrade), not keep_alive)
+        ex = Exchange(method, url, self._started, kind_of(method, upgrade), not keep_alive)
         if self._exchanges.open(ex):
             self._pause(_HOLDING)
         self._current = ex
@@ -289,7 +289,7 @@ class HttpEdge(Pipe):
         return True
 
     def response_done(self) -> None:
-        ex = self._exchanges.finish()
+        ex = self._exchanges.popleft()
         self._log(ex)
         if ex.close_after or self._upstream_gone or (self._eof and not self._exchanges):
             self._close_both()
@@ -300,7 +300,7 @@ class HttpEdge(Pipe):
 
     def _switch(self) -> None:
         """101, or 2xx to CONNECT: from now on both directions are relayed as raw bytes."""
-        self._log(self._exchanges.finish())
+        self._log(self._exchanges.popleft())
         upstream = self._upstream
         assert upstream is not None and upstream.transport is not None
         self._raw = upstream.raw = True
@@ -319,7 +319,7 @@ class HttpEdge(Pipe):
         upstream = self._upstream
         if upstream is not None:
             upstream.raw = True  # stop parsing
-        ex = self._exchanges.finish() if self._exchanges else None
+        ex = self._exchanges.popleft() if self._exchanges else None
         if ex is not None:
             self._log(ex, error=f"invalid response from the upstream: {reason}")
         else:
@@ -334,7 +334,7 @@ class HttpEdge(Pipe):
         self._upstream_gone = True
         upstream = self._upstream
         if self._exchanges and upstream is not None and not self._closing:
-            ex = self._exchanges.first
+            ex = self._exchanges[0]
             if ex.status:
                 self.response_done()
             elif upstream.bytes_in == self._tx_mark and ex.held is None:
@@ -422,7 +422,7 @@ class HttpEdge(Pipe):
                 status, detail = 504, "the tunnel's agent did not answer in time"
             else:
                 status, detail = 502, "the agent could not reach the service behind this tunnel"
-            self._fail(status, detail, error.reason, self._exchanges.first if self._exchanges else None)
+            self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None)
             return
         if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
             try:
@@ -430,7 +430,7 @@ class HttpEdge(Pipe):
             except (OSError, ssl.SSLError, TimeoutError) as error:
                 agent.close()
                 self._fail(502, "TLS to the service behind this tunnel failed", f"TLS to the upstream failed: {error}",
-                           self._exchanges.first if self._exchanges else None)
+                           self._exchanges[0] if self._exchanges else None)
                 return
         if self.closed or self._closing:
             agent.close()
@@ -471,7 +471,7 @@ class HttpEdge(Pipe):
             return
         self._failed = True
         self._pause(_FAILED)
-        page = error_page(status, self._host or self.sni, detail, self._head.accept, extra=extra)
+        page = error_page(status, self._host or self._route[1] or self.sni, detail, self._head.accept, extra=extra)
         self._count_status(status)
         if ex is not None:
             self._exchanges.remove(ex)
@@ -502,8 +502,9 @@ class HttpEdge(Pipe):
         if response_bytes is None:
             upstream_in = self._upstream.bytes_in if self._upstream is not None else 0
             response_bytes, self._tx_mark = upstream_in - self._tx_mark, upstream_in
-        self._log_line(ex.method, ex.target, ex.status if status is None else status, response_bytes, ex.started,
-                       error=error, request_bytes=ex.request_bytes)
+        if access_log.isEnabledFor(logging.INFO):
+            self._log_line(ex.method, ex.target, ex.status if status is None else status, response_bytes, ex.started,
+                           error=error, request_bytes=ex.request_bytes)
 
     def _log_line(self, method: bytes, target: bytes, status: int, response_bytes: int, started: float, *,
                   error: str | None = None, request_bytes: int = 0) -> None:
@@ -512,7 +513,7 @@ class HttpEdge(Pipe):
         The engine's busiest log line skips `Logger.info`'s caller lookup: the record goes straight to
         `handle` (the logger's filters and handlers, as usual)."""
         if access_log.isEnabledFor(logging.INFO):
-            line = access_line(self._tunnel_id(), self.source_ip, method, target, status=status,
+            line = access_line(self._tunnel_id(), self.source_ip, method, target[:MAX_LOGGED_TARGET], status=status,
                                request_bytes=request_bytes or self.bytes_in - self._rx_mark,
                                response_bytes=response_bytes, duration_s=self._loop.time() - started, error=error)
             access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, line, (), None))
