@@ -227,3 +227,21 @@ async def test_token_auth_is_refused_on_tcp_tunnels(engine: EngineHandle) -> Non
         assert caught.value.code == ErrorCode.INVALID_REQUEST
     finally:
         await control.close()
+
+
+async def test_tls_terminated_trusted_ips_refuse_before_the_handshake(engine: EngineHandle) -> None:
+    async with EchoServer() as upstream, published(engine, upstream.port, protocol="tls", tls_mode="terminated",
+                                                   trusted_ips=["127.0.0.3/32"]) as tunnel:
+        hostname = tunnel.properties.hostname
+        with pytest.raises((ConnectionError, ssl.SSLError)):
+            await asyncio.wait_for(asyncio.open_connection(
+                "127.0.0.1", engine.port, ssl=engine.visitor_tls(), server_hostname=hostname,
+                local_addr=("127.0.0.2", 0)), WAIT_S)  # no TLS at all: the engine closed before its ServerHello
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.port, ssl=engine.visitor_tls(),
+                                                       server_hostname=hostname, local_addr=("127.0.0.3", 0))
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), WAIT_S) == b"ping"
+        writer.close()
+        assert upstream.peers == ["127.0.0.1"]
+    assert engine.engine is not None and engine.engine.ctx is not None
+    assert engine.engine.ctx.counters.policy_denials == {("tls", "trusted_ips"): 1}

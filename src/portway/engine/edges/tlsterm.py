@@ -22,7 +22,7 @@ import ssl
 
 from portway.engine.certs import CertFiles, load_chain
 from portway.engine.context import EngineContext
-from portway.engine.edges.stream import connect_visitor
+from portway.engine.edges.stream import connect_visitor, refused_address
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 from portway.tls import TLSConnection
@@ -134,6 +134,9 @@ async def serve(ctx: EngineContext, tunnel: Tunnel, conn: socket.socket, source_
     """Terminate TLS on the accepted socket `conn` with the tunnel's context, then open a stream for
     the decrypted bytes. A failed handshake (an mTLS refusal included) is logged once and closes it."""
     assert tunnel.tls is not None
+    if refused_address(ctx, tunnel, source_ip) is not None:
+        conn.close()  # before the handshake: a refused visitor costs no TLS work
+        return
     loop = asyncio.get_running_loop()
     timeout_s = ctx.config.timeouts.first_message_seconds
     context = tunnel.tls
