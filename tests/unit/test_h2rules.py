@@ -45,10 +45,11 @@ def test_request_head_is_valid_http1_with_forwarding_headers() -> None:
     assert head.method == b"GET" and head.url == b"/p?q=1"
     assert head.get(b"host") == [b"a.t.localhost"]
     assert head.get(b"cookie") == [b"a=1; b=2"]
-    assert head.get(b"te") == [] and head.get(b"expect") == [] and head.get(b"forwarded") == []
+    assert head.get(b"te") == [] and head.get(b"expect") == []
     assert head.get(b"x-forwarded-for") == [b"10.0.0.1, 127.0.0.1"]
     assert head.get(b"x-forwarded-host") == [b"a.t.localhost"]
     assert head.get(b"x-forwarded-proto") == [b"https"]
+    assert head.get(b"forwarded") == [b"for=127.0.0.1;proto=https;host=a.t.localhost"]  # the visitor's own is dropped
     assert head.get(b"user-agent") == [b"t"]
 
 

@@ -13,6 +13,8 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from portway.engine.edges.h1rules import forwarded
+
 # Connection-specific headers (RFC 9113 §8.2.2, RFC 9110 §7.6.1): never forwarded across versions.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
                         b"te", b"trailer", b"http2-settings"})
@@ -108,8 +110,8 @@ def h1_request_head(request: H2Request, *, client_ip: str, scheme: bytes, chunke
     forwarded_for = forwarded_for + b", " + client if forwarded_for else client
     target = path if path is not None else request.path
     return (b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (method, target, request.authority, b"".join(lines))
-            + b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\n\r\n" % (
-                forwarded_for, scheme, request.authority))
+            + b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nx-forwarded-host: %s\r\nforwarded: %s\r\n\r\n" % (
+                forwarded_for, scheme, request.authority, forwarded(client_ip, scheme, request.authority)))
 
 
 def h2_upstream_headers(request: H2Request, *, client_ip: str, scheme: bytes,
@@ -130,7 +132,8 @@ def h2_upstream_headers(request: H2Request, *, client_ip: str, scheme: bytes,
             out.append((name, value))
     client = client_ip.encode()
     out += [(b"x-forwarded-for", forwarded_for + b", " + client if forwarded_for else client),
-            (b"x-forwarded-proto", scheme), (b"x-forwarded-host", request.authority)]
+            (b"x-forwarded-proto", scheme), (b"x-forwarded-host", request.authority),
+            (b"forwarded", forwarded(client_ip, scheme, request.authority))]
     return out
 
 
