@@ -151,3 +151,38 @@ async def test_trailers_reach_an_http2_visitor(engine: EngineHandle) -> None:
         finally:
             writer.close()
         assert trailers == {b"grpc-status": b"0", b"grpc-message": b"ok"}
+
+
+async def test_http1_visitors_are_translated_to_the_h2c_upstream(engine: EngineHandle) -> None:
+    async with h2c_tunnel(engine) as (hostname, upstream), \
+            httpx.AsyncClient(http1=True, http2=False, verify=engine.visitor_tls()) as client:
+
+        async def call(path: str, body: bytes = b"") -> httpx.Response:
+            return await asyncio.wait_for(client.request(
+                "POST" if body else "GET", f"https://127.0.0.1:{engine.port}{path}", content=body or None,
+                headers={"host": hostname}, extensions={"sni_hostname": hostname}), WAIT_S)
+
+        response = await call("/one?a=b")
+        assert response.http_version == "HTTP/1.1" and response.status_code == 200
+        assert response.content == b"GET /one?a=b\n"
+        assert response.headers["transfer-encoding"] == "chunked"  # the upstream gave no length
+        head = upstream.requests[-1]
+        assert head[b":authority"] == hostname.encode() and head[b"x-forwarded-proto"] == b"https"
+        upload = b"u" * 300_000
+        response = await call("/up", upload)
+        assert response.content == b"POST /up\n" + upload
+        assert (await call("/two")).content == b"GET /two\n"  # same visitor connection, same upstream one
+        assert upstream.connections == 1
+
+
+async def test_http1_upgrade_to_an_h2c_upstream_is_refused_clearly(engine: EngineHandle) -> None:
+    async with h2c_tunnel(engine) as (hostname, upstream):
+        reader, writer = await engine.open_visitor(hostname)
+        try:
+            writer.write(f"GET /ws HTTP/1.1\r\nHost: {hostname}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            answer = await asyncio.wait_for(reader.read(4096), WAIT_S)
+            assert answer.startswith(b"HTTP/1.1 501 ")
+        finally:
+            writer.close()
+        assert upstream.requests == []

@@ -29,14 +29,13 @@ from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules
 from portway.engine.edges.h2shell import H2Shell
-from portway.engine.edges.h2upstream import H2Leg, UpstreamH2
+from portway.engine.edges.h2upstream import H2Leg, h2c_connection
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
-from portway.engine.edges.stream import count_denial, refused_address, token_memo
+from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
-from portway.wire.codes import ErrorCode
 
 log = logging.getLogger("portway.engine.http")
 access_log = logging.getLogger("portway.access")
@@ -348,7 +347,7 @@ class H2Edge(H2Shell):
         if upstream is not None:
             exchange.attach(H2Leg(upstream, headers, end_on_head=not has_body))
         else:
-            self.ctx.spawn(self._connect(exchange))
+            self.ctx.spawn(self._connect_h2c(exchange))
 
     def _register(self, exchange: _Exchange) -> None:
         self.exchanges[exchange.stream_id] = exchange
@@ -356,30 +355,34 @@ class H2Edge(H2Shell):
             self._tracked = True
             self.ctx.streams.track(self, visitor=True)
 
+    def _stream_failed(self, exchange: _Exchange, error: StreamFailed) -> None:
+        log.info("tunnel %s: no stream for %s: %s", exchange.tunnel.id, self.source_ip, error.reason)
+        status, detail = failure_page(error)
+        self.fail_exchange(exchange, status, detail)
+
+    async def _connect_h2c(self, exchange: _Exchange) -> None:
+        assert exchange.h2_headers is not None
+        try:
+            h2c = await h2c_connection(self.ctx.broker, self.ctx.h2_upstreams, exchange.tunnel, self.source_ip,
+                                       lambda pipe: self.ctx.streams.track(pipe, visitor=False))
+        except StreamFailed as error:
+            self._stream_failed(exchange, error)
+            return
+        if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
+            self.ctx.h2_upstreams.settle(h2c)  # no request for it after all: pooled, idle
+            return
+        # END_STREAM on the head only for a request without any body (one that ended while we connected
+        # may still have body bytes queued).
+        exchange.attach(H2Leg(h2c, exchange.h2_headers, end_on_head=exchange.request_ended and not exchange.queued))
+        self.flush()
+
     async def _connect(self, exchange: _Exchange) -> None:
         try:
             agent = await self.ctx.broker.open_stream(exchange.tunnel, self.source_ip)
         except StreamFailed as error:
-            status = 503 if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED) else 502
-            if error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
-                status = 504
-            log.info("tunnel %s: no stream for %s: %s", exchange.tunnel.id, self.source_ip, error.reason)
-            self.fail_exchange(exchange, status, "the tunnel's agent is unavailable" if status != 502
-                               else "the agent could not reach the service behind this tunnel")
+            self._stream_failed(exchange, error)
             return
         tunnel = exchange.tunnel
-        if exchange.h2_headers is not None:
-            h2c = UpstreamH2.take(agent, tunnel, self.ctx.h2_upstreams)
-            self.ctx.h2_upstreams.add(h2c)
-            self.ctx.streams.track(h2c, visitor=False)
-            if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
-                self.ctx.h2_upstreams.settle(h2c)  # no request for it after all: pooled, idle
-                return
-            # END_STREAM on the head only for a request without any body (one that ended while we connected
-            # may still have body bytes queued).
-            exchange.attach(H2Leg(h2c, exchange.h2_headers, end_on_head=exchange.request_ended and not exchange.queued))
-            self.flush()
-            return
         if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
             try:
                 upstream = await over_tls(agent, lambda: UpstreamH1(tunnel, self.ctx.upstreams),

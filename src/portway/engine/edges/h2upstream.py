@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import h2.config
@@ -21,6 +22,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 
+from portway.engine.broker import StreamBroker
 from portway.engine.edges.h2shell import H2Shell
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
@@ -255,6 +257,20 @@ class UpstreamH2(H2Shell):
     def _fail_all(self, reason: str) -> None:
         for leg in list(self.legs.values()):
             self._fail_leg(leg, reason)
+
+
+async def h2c_connection(broker: StreamBroker, pool: H2UpstreamPool, tunnel: Tunnel, source_ip: str | None,
+                         track: Callable[[Pipe], None]) -> UpstreamH2:
+    """A pooled upstream HTTP/2 connection with room for one more stream, opening one (an agent stream,
+    given to `track` so shutdown knows it) when all are full. Raises StreamFailed."""
+    upstream = pool.with_room(tunnel)
+    if upstream is not None:
+        return upstream
+    agent = await broker.open_stream(tunnel, source_ip)
+    upstream = UpstreamH2.take(agent, tunnel, pool)
+    pool.add(upstream)
+    track(upstream)
+    return upstream
 
 
 class H2UpstreamPool:

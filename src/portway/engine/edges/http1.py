@@ -21,12 +21,12 @@ import httptools
 from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
-from portway.engine.edges.stream import count_denial, refused_address, token_memo
+from portway.engine.edges.h1toh2 import bridge
+from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
-from portway.wire.codes import ErrorCode
 
 from .h1exchanges import BODY, ENDED, SWITCH, Exchange, Exchanges, access_line, kind_of
 from .h1rules import (
@@ -413,17 +413,16 @@ class HttpEdge(Pipe):
         self.ctx.spawn(self._connect(tunnel))
 
     async def _connect(self, tunnel: Tunnel) -> None:
-        try:
-            agent = await self.ctx.broker.open_stream(tunnel, self.source_ip)
-        except StreamFailed as error:
-            if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED):
-                status, detail = 503, "the tunnel's agent is unavailable"
-            elif error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
-                status, detail = 504, "the tunnel's agent did not answer in time"
-            else:
-                status, detail = 502, "the agent could not reach the service behind this tunnel"
-            self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None)
-            return
+        if tunnel.props.http_version == "h2c":  # the upstream speaks HTTP/2: a translating stand-in (h1toh2)
+            agent = bridge(self.ctx.broker, self.ctx.h2_upstreams, tunnel, self.source_ip,
+                           lambda pipe: self.ctx.streams.track(pipe, visitor=False))
+        else:
+            try:
+                agent = await self.ctx.broker.open_stream(tunnel, self.source_ip)
+            except StreamFailed as error:
+                status, detail = failure_page(error)
+                self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None)
+                return
         if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
             try:
                 agent = await over_tls(agent, Pipe, self.ctx.config.timeouts.first_message_seconds)

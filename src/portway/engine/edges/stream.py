@@ -11,6 +11,7 @@ from portway.engine.context import EngineContext
 from portway.engine.policy import TokenMemo
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe, splice
+from portway.wire.codes import ErrorCode
 
 log = logging.getLogger("portway.engine.edge")
 
@@ -24,6 +25,16 @@ def refused_address(ctx: EngineContext, tunnel: Tunnel, source_ip: str | None) -
     if reason is not None:
         count_denial(ctx, tunnel, reason, source_ip)
     return reason
+
+
+def failure_page(error: StreamFailed) -> tuple[int, str]:
+    """The status and text a visitor reads when no stream could be opened: 503 when the tunnel's agent is
+    gone or saturated, 504 when it did not answer in time, 502 when it could not reach its service."""
+    if error.code in (ErrorCode.TUNNEL_NOT_FOUND, ErrorCode.CAPACITY_EXHAUSTED):
+        return 503, "the tunnel's agent is unavailable"
+    if error.code == ErrorCode.SERVICE_UNAVAILABLE and "in time" in error.reason:
+        return 504, "the tunnel's agent did not answer in time"
+    return 502, "the agent could not reach the service behind this tunnel"
 
 
 def token_memo(ctx: EngineContext) -> TokenMemo:

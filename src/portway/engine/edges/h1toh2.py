@@ -1,0 +1,269 @@
+"""HTTP/1.1 visitors of an h2c tunnel: a stand-in for the agent stream that speaks HTTP/1.1 on one side
+and HTTP/2 to the upstream on the other.
+
+`HttpEdge` relays a visitor's (already checked and rewritten) HTTP/1.1 requests to "the agent" and
+follows the HTTP/1.1 responses that come back. For an h2c tunnel that agent stream is an
+`H1OverH2Transport`: each request it is written becomes a stream of a pooled upstream HTTP/2 connection
+(h2upstream), and each response is written back as HTTP/1.1 — in request order, chunked when the
+upstream gave no length. The edge itself does not know the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+
+from portway.engine.broker import StreamBroker, StreamFailed
+from portway.engine.edges import h2rules
+from portway.engine.edges.h2upstream import H2Leg, H2UpstreamPool, h2c_connection
+from portway.engine.edges.pages import REASONS
+from portway.engine.registry import Tunnel
+from portway.pipe import Pipe
+
+log = logging.getLogger("portway.engine.http")
+
+
+class _Response:
+    """One request's response, serialised as HTTP/1.1; held until the ones before it are written."""
+
+    def __init__(self, bridge: H1OverH2Transport, headers: list[tuple[bytes, bytes]], *, head_only: bool) -> None:
+        self.bridge = bridge
+        self.headers = headers  # the request, as HTTP/2 headers
+        self.head_only = head_only
+        self.leg: H2Leg | None = None
+        self.held: list[bytes] = []
+        self.chunked = False
+        self.done = False
+
+    def emit(self, data: bytes) -> None:
+        if self.bridge.responses and self.bridge.responses[0] is self:
+            self.bridge.deliver(data)
+        else:
+            self.held.append(data)
+
+    # ---- H2Sink ----
+
+    def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        names = {name for name, _ in headers}
+        self.chunked = not self.head_only and status not in (204, 304) and b"content-length" not in names
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode())]
+        lines += [b"%s: %s\r\n" % (name, value) for name, value in headers if name not in h2rules.HOP_BY_HOP]
+        if self.chunked:
+            lines.append(b"transfer-encoding: chunked\r\n")
+        self.emit(b"".join(lines) + b"\r\n")
+
+    def response_body(self, data: bytes) -> None:
+        if not self.head_only and data:
+            self.emit(h2rules.chunk(data) if self.chunked else data)
+
+    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Trailers have no safe HTTP/1.1 form for every client: dropped (RFC 9110 §6.5.1 allows it)."""
+
+    def response_end(self) -> None:
+        if self.chunked:
+            self.emit(h2rules.LAST_CHUNK)
+        self.done = True
+        self.bridge.advance()
+
+    def response_failed(self, reason: str) -> None:
+        log.info("tunnel %s: h2c upstream: %s", self.bridge.tunnel.id, reason)
+        self.bridge.close()  # the edge sees its agent stream end and answers 502 or cuts the response
+
+    def upstream_writable(self, writable: bool) -> None:
+        self.bridge.writable(writable)
+
+
+class H1OverH2Transport(asyncio.Transport):
+    """The transport `HttpEdge` writes HTTP/1.1 requests into; see the module docstring."""
+
+    def __init__(self, broker: StreamBroker, pool: H2UpstreamPool, tunnel: Tunnel, source_ip: str | None,
+                 track: Callable[[Pipe], None]) -> None:
+        super().__init__()
+        self.broker, self.pool, self.tunnel, self.source_ip, self.track = broker, pool, tunnel, source_ip, track
+        self.protocol: asyncio.Protocol | None = None
+        self.responses: deque[_Response] = deque()
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._current: _Response | None = None
+        # Request events not yet given to an upstream leg, in order: (response, "head"/"body"/"end", data).
+        self._pending: deque[tuple[_Response, str, bytes]] = deque()
+        self._connecting: asyncio.Task[None] | None = None
+        self._closing = False
+        self._paused = False
+
+    # ---- asyncio.Transport ----
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.Protocol)
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            return
+        try:
+            self._parser.feed_data(bytes(data))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            # The edge only sends checked requests; an Upgrade or CONNECT has no HTTP/2 translation here.
+            self._answer_locally(501, b"this tunnel's upstream speaks HTTP/2 only: use an HTTP/2 client for this")
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        self.close()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        for response in self.responses:
+            if response.leg is not None:
+                response.leg.pause()
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        for response in self.responses:
+            if response.leg is not None:
+                response.leg.resume()
+
+    def is_reading(self) -> bool:
+        return not self._paused
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass  # request bodies are bounded by the upstream legs' queues (h2upstream.QUEUED_BODY_BYTES)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for response in self.responses:
+            if response.leg is not None and not response.done:
+                response.leg.detach()
+        self.responses.clear()
+        if self.protocol is not None:
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    # ---- httptools callbacks (the edge's rewritten requests) ----
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        method = self._parser.get_method()
+        authority = next((v for k, v in self._headers if k == b"host"), b"")
+        headers = [(b":method", method), (b":scheme", b"http"), (b":authority", authority), (b":path", self._url)]
+        headers += [(k, v) for k, v in self._headers
+                    if k not in h2rules.HOP_BY_HOP and k not in (b"host", b"content-length", b"expect")]
+        response = _Response(self, headers, head_only=method == b"HEAD")
+        self.responses.append(response)
+        self._current = response
+        self._queue(response, "head", b"")
+
+    def on_body(self, body: bytes) -> None:
+        assert self._current is not None
+        self._queue(self._current, "body", bytes(body))
+
+    def on_message_complete(self) -> None:
+        assert self._current is not None
+        self._queue(self._current, "end", b"")
+
+    # ---- toward the upstream ----
+
+    def _queue(self, response: _Response, kind: str, data: bytes) -> None:
+        self._pending.append((response, kind, data))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Hand request events to upstream legs in order; a new request waits for a connection with room."""
+        while self._pending and not self._closing:
+            response, kind, data = self._pending[0]
+            if kind == "head":
+                upstream = self.pool.with_room(self.tunnel)
+                if upstream is None:
+                    if self._connecting is None:
+                        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+                    return
+                response.leg = H2Leg(upstream, response.headers, end_on_head=False)
+                response.leg.begin(response)
+            elif response.leg is not None:
+                if kind == "body":
+                    response.leg.body(data)
+                else:
+                    response.leg.end()
+            self._pending.popleft()
+
+    async def _connect(self) -> None:
+        try:
+            await h2c_connection(self.broker, self.pool, self.tunnel, self.source_ip, self.track)
+        except StreamFailed as error:
+            log.info("tunnel %s: no h2c upstream for %s: %s", self.tunnel.id, self.source_ip, error.reason)
+            self._connecting = None
+            self.close()
+            return
+        self._connecting = None
+        self._drain()
+
+    # ---- toward the edge ----
+
+    def deliver(self, data: bytes) -> None:
+        if self.protocol is not None and not self._closing:
+            self.protocol.data_received(data)
+
+    def advance(self) -> None:
+        """Write out held responses in request order once the one before them is complete."""
+        while self.responses and self.responses[0].done:
+            self.responses.popleft()
+            if self.responses:
+                nxt = self.responses[0]
+                for data in nxt.held:
+                    self.deliver(data)
+                nxt.held.clear()
+
+    def writable(self, writable: bool) -> None:
+        if self.protocol is not None:
+            (self.protocol.resume_writing if writable else self.protocol.pause_writing)()
+
+    def _answer_locally(self, status: int, detail: bytes) -> None:
+        body = detail + b"\n"
+        self.deliver(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                     % (status, REASONS.get(status, "Error").encode(), len(body), body))
+        self.close()
+
+
+def bridge(broker: StreamBroker, pool: H2UpstreamPool, tunnel: Tunnel, source_ip: str | None,
+           track: Callable[[Pipe], None]) -> Pipe:
+    """A `Pipe` on an `H1OverH2Transport`, ready for `HttpEdge` to take over like an agent stream."""
+    pipe = Pipe()
+    transport = H1OverH2Transport(broker, pool, tunnel, source_ip, track)
+    transport.set_protocol(pipe)
+    pipe.transport = transport
+    return pipe
