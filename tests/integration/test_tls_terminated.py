@@ -197,8 +197,8 @@ async def test_mtls_admits_only_certificates_from_the_tunnels_ca(
         ({"tls_mode": None, "tls_ciphers": ("ECDHE-ECDSA-AES128-GCM-SHA256",)}, ErrorCode.INVALID_REQUEST,
          "use tls_mode=terminated"),
         ({"publish": False}, ErrorCode.INVALID_REQUEST, "private tunnels"),
-        ({"protocol": "http", "tls_mode": None, "mtls_auth": True, "mtls_cacert_pem": "CA"},
-         ErrorCode.FEATURE_NOT_AVAILABLE, "mtls_auth outside a published terminated tls tunnel"),
+        ({"protocol": "http", "tls_mode": None, "tls_alpns": ("h2",)},
+         ErrorCode.FEATURE_NOT_AVAILABLE, "tls_alpns outside a published terminated tls tunnel"),
     ],
 )
 async def test_bad_options_refuse_the_tunnel_at_creation(engine: EngineHandle, visitor_ca: trustme.CA,

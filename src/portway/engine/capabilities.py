@@ -22,15 +22,18 @@ def _unsupported(p: TunnelProperties) -> str | None:
         return "a managed webtty tunnel"
     if p.rstream_auth:
         return "rstream_auth (it needs the hosted identity service)"
-    # Edge TLS options are enforced by edges/tlsterm.py, for published tls tunnels in terminated mode only.
+    # Edge TLS options are enforced by edges/tlsterm.py with a context of the tunnel's own: published tls
+    # tunnels in terminated mode, and published http tunnels (whose ALPN is the edge's h2/http/1.1).
     terminated = p.protocol == "tls" and p.tls_mode == "terminated" and p.publish
-    other = "" if terminated else " outside a published terminated tls tunnel"
+    edge_tls = terminated or (p.protocol == "http" and bool(p.publish))
+    other = "" if edge_tls else " outside a published terminated tls or http tunnel"
     checks = {
         "challenge_mode": p.challenge_mode,
         "upstream_tls on a tunnel the engine does not parse as HTTP": bool(p.upstream_tls or p.http_use_tls)
         and (p.protocol != "http" or not p.publish),
         f"mtls_auth{other}": bool(p.mtls_auth and other),
-        f"tls_alpns{other}": bool(p.tls_alpns and other),
+        f"tls_alpns{'' if terminated else ' outside a published terminated tls tunnel'}": bool(
+            p.tls_alpns and not terminated),
         f"tls_ciphers{other}": bool(p.tls_ciphers and other),
         f"tls_min_version{other}": bool(p.tls_min_version is not None and other),
     }

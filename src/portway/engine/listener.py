@@ -127,9 +127,11 @@ class Listener:
                 visitor.transport.pause_reading()
                 await connect_visitor(ctx, tunnel, visitor, source_ip)
                 return
-            if tunnel is not None and tunnel.tls is not None:
+            if tunnel is not None and tunnel.tls is not None and tunnel.props.protocol == "tls":
                 await tlsterm.serve(ctx, tunnel, conn, source_ip)
                 return
+            # An http tunnel with edge TLS options (mTLS…) is terminated with its own context.
+            edge_tls = tunnel.tls if tunnel is not None and tunnel.tls is not None else ctx.edge_tls
             timeout_s = ctx.config.timeouts.first_message_seconds
             if ALPN in hello.alpn:
                 def terminate() -> TLSConnection:
@@ -137,13 +139,18 @@ class Listener:
                                          handshake_timeout_s=timeout_s)
             else:
                 def terminate() -> TLSConnection:
-                    tls_conn = TLSConnection(ctx.edge_tls, lambda: _http_edge(ctx, sni, tls_conn), server_side=True,
+                    tls_conn = TLSConnection(edge_tls, lambda: _http_edge(ctx, sni, tls_conn), server_side=True,
                                              handshake_timeout_s=timeout_s)
                     return tls_conn
             _, tls_conn = await self._loop.connect_accepted_socket(terminate, conn)
             await tls_conn.handshake
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as error:
-            log.info("TLS handshake with %s failed: %s", source_ip, error)
+            if tunnel is not None and tunnel.props.mtls_auth and tlsterm.is_mtls_refusal(error):
+                ctx.counters.count(ctx.counters.policy_denials, (tunnel.props.protocol or "", "mtls_auth"))
+                log.info("tunnel %s: TLS handshake with %s failed (no valid client certificate): %s",
+                         tunnel.id, source_ip, error)
+            else:
+                log.info("TLS handshake with %s failed: %s", source_ip, error)
             conn.close()
 
     async def _peek(self, conn: socket.socket) -> clienthello.ClientHello:

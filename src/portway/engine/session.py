@@ -226,7 +226,7 @@ class AgentSession(asyncio.Protocol):
                     f"use <label>.{hostnames.tunnel_suffix(ctx.host)}")
         elif published_web:
             props = props.replace(hostname=hostnames.allocate(ctx.host, ctx.registry.hostnames()))
-        tls = tlsterm.create_context(props, ctx.cert_files) if tlsterm.is_terminated(props) else None
+        tls = tlsterm.create_context(props, ctx.cert_files) if tlsterm.has_own_context(props) else None
         self._resolve_conflicts(props)
         props = props.replace(id=secrets.token_hex(12), creation_date=datetime.now(UTC))
         tunnel = Tunnel(props=props, owner=self, policy=policy, tls=tls)

@@ -291,7 +291,7 @@ class H2Edge(H2Shell):
         if tunnel is None or tunnel.props.protocol != "http":
             self._answer(stream_id, 404, "no tunnel is published at this address", accept, name)
             return
-        if self.sni and self.sni != name:
+        if (self.sni or tunnel.tls is not None) and self.sni != name:  # see HttpEdge: own-context tunnels
             self._answer(stream_id, 421, "the request's authority does not match the TLS server name", accept, name)
             return
         if tunnel.id not in self._admitted:

@@ -229,7 +229,8 @@ class HttpEdge(Pipe):
             tunnel = self.ctx.registry.by_hostname(name)
             if tunnel is None or tunnel.props.protocol != "http":
                 raise Reject(404, "no tunnel is published at this address")
-            if self.sni and self.sni != name:
+            if (self.sni or tunnel.tls is not None) and self.sni != name:
+                # A tunnel with its own TLS context (mTLS…) is served only on connections that context ended.
                 raise Reject(421, "the request's Host does not match the TLS server name")
             self._host = name
             if refused_address(self.ctx, tunnel, self.source_ip) is not None:

@@ -54,8 +54,22 @@ TLS13_SUITES = frozenset(c["name"] for c in ssl.SSLContext(ssl.PROTOCOL_TLS_SERV
 _MTLS_REASONS = frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_VERIFY_FAILED"})
 
 
+def is_mtls_refusal(error: BaseException) -> bool:
+    """A handshake that failed for want of an acceptable client certificate."""
+    return getattr(error, "reason", None) in _MTLS_REASONS
+
+
 def is_terminated(props: TunnelProperties) -> bool:
     return props.protocol == "tls" and props.tls_mode == "terminated"
+
+
+def has_own_context(props: TunnelProperties) -> bool:
+    """Tunnels the engine terminates with a context of their own: terminated tls tunnels, and published
+    http tunnels with edge TLS options (mTLS, minimum version, ciphers)."""
+    if is_terminated(props):
+        return True
+    return bool(props.protocol == "http" and props.publish
+                and (props.mtls_auth or props.tls_min_version is not None or props.tls_ciphers))
 
 
 def _fail(message: str, code: ErrorCode = ErrorCode.INVALID_REQUEST) -> InvalidTunnelProperties:
@@ -113,7 +127,9 @@ def tunnel_context(props: TunnelProperties, files: CertFiles) -> ssl.SSLContext:
     context.minimum_version = MIN_VERSIONS[props.tls_min_version or "tls1.2"]
     if props.tls_ciphers:
         _set_ciphers(context, props.tls_ciphers)
-    if props.tls_alpns:
+    if props.protocol == "http":
+        context.set_alpn_protocols(["h2", "http/1.1"])  # the visitor's choice, as on the shared HTTPS edge
+    elif props.tls_alpns:
         _set_alpns(context, props.tls_alpns)
     if props.mtls_auth:
         _require_client_certs(context, props)
@@ -145,7 +161,7 @@ async def serve(ctx: EngineContext, tunnel: Tunnel, conn: socket.socket, source_
     try:
         await tls_conn.handshake
     except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as error:
-        refused = tunnel.props.mtls_auth and getattr(error, "reason", None) in _MTLS_REASONS
+        refused = tunnel.props.mtls_auth and is_mtls_refusal(error)
         if refused:
             ctx.counters.count(ctx.counters.policy_denials, ("tls", "mtls_auth"))
         log.info("tunnel %s: TLS handshake with %s failed%s: %s", tunnel.id, source_ip,
