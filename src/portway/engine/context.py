@@ -78,6 +78,10 @@ class OpenStreams:
         self._empty.clear()
         pipe.notify_close(self._discard)
 
+    def forget(self, pipe: Pipe) -> None:
+        """`pipe` handed its connection to another protocol (see Pipe.hand_over): stop waiting for it."""
+        self._discard(pipe)
+
     def live_bytes(self) -> tuple[int, int]:
         """(from visitors, to visitors): bytes received so far on the connections still open."""
         from_visitors = to_visitors = 0

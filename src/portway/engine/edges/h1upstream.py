@@ -30,6 +30,7 @@ class Upstream(Pipe):
         self._parser = httptools.HttpResponseParser(self)
         self._status = 0
         self._ended = False  # the current response was accounted for at its head (HEAD, switch)
+        self.keep_alive = False  # the last complete response left the connection open (it can be pooled)
 
     def start(self, out: list[bytes]) -> None:
         """Right after `hand_over`: send what the visitor already asked, then read the agent."""
@@ -78,6 +79,7 @@ class Upstream(Pipe):
 
     def on_message_complete(self) -> None:
         if not self._ended and self._status >= 200:
+            self.keep_alive = self._parser.should_keep_alive()
             self.edge.response_done()
 
     def eof_received(self) -> bool:

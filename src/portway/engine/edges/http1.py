@@ -22,6 +22,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges.h1toh2 import bridge
+from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.policy import bearer_token, take_query_token
@@ -105,6 +106,7 @@ class HttpEdge(Pipe):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        self._pool_upstream()
         while self._exchanges:
             self._log(self._exchanges.popleft(), error="the connection closed before the response ended")
         super().connection_lost(exc)
@@ -411,7 +413,30 @@ class HttpEdge(Pipe):
 
     def _open_stream(self, tunnel: Tunnel) -> None:
         self._pause(_CONNECTING)
-        self.ctx.spawn(self._connect(tunnel))
+        pooled = self.ctx.upstreams.take_idle(tunnel) if tunnel.props.http_version != "h2c" else None
+        if pooled is not None:
+            self.ctx.streams.forget(pooled)  # counts its bytes so far; from here on they are this stream's
+            pooled.bytes_in = 0
+            self._adopt(pooled)
+        else:
+            self.ctx.spawn(self._connect(tunnel))
+
+    def _pool_upstream(self) -> None:
+        """The visitor left between requests: keep the agent stream (an HTTP/1.1 connection at a message
+        boundary, kept alive by the upstream) for the tunnel's next visitor, saving it a stream set-up."""
+        upstream, tunnel = self._upstream, self._tunnel
+        if (upstream is None or tunnel is None or self._raw or self._exchanges or self._in_message
+                or self._upstream_gone or not upstream.keep_alive or upstream.closed or upstream.transport is None
+                or upstream.transport.is_closing() or tunnel.props.http_version == "h2c"):
+            return
+        pooled = UpstreamH1(tunnel, self.ctx.upstreams)
+        upstream.hand_over(pooled)
+        upstream.peer = self.peer = self._upstream = None
+        self.ctx.streams.forget(upstream)  # counts its bytes; the pooled side starts from zero
+        pooled.bytes_in = 0
+        self.ctx.streams.track(pooled, visitor=False)
+        pooled.reusable = True
+        self.ctx.upstreams.release(pooled)
 
     async def _connect(self, tunnel: Tunnel) -> None:
         if tunnel.props.http_version == "h2c":  # the upstream speaks HTTP/2: a translating stand-in (h1toh2)
@@ -435,6 +460,10 @@ class HttpEdge(Pipe):
         if self.closed or self._closing:
             agent.close()
             return
+        self._adopt(agent)
+
+    def _adopt(self, agent: Pipe) -> None:
+        """Take a fresh or pooled agent stream over as this connection's upstream."""
         upstream = Upstream(self)
         agent.hand_over(upstream)
         self.peer = self._upstream = upstream
