@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from portway.agent import Client, TLSOptions
+from portway.agent import Client, TLSOptions, Tunnel
 from portway.engine import Engine
 from portway.engine.auth import mint_token
 from portway.engine.configfile import load_config
@@ -213,6 +213,30 @@ async def running_engine(tmp_path: Path, extra_yaml: str = "") -> AsyncIterator[
         yield EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
     finally:
         await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def forwarded_tunnel(engine: EngineHandle, upstream_port: int, **fields: object) -> AsyncIterator[Tunnel]:
+    """A tunnel created with our SDK (`fields` are its properties) whose streams are forwarded to
+    127.0.0.1:`upstream_port`; the control channel is closed afterwards."""
+    control = await engine.client().connect()
+    forwarding: asyncio.Future[None] | None = None
+    try:
+        tunnel = await control.create_tunnel(**fields)  # type: ignore[arg-type]
+        forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", upstream_port))
+        yield tunnel
+    finally:
+        if forwarding is not None:
+            forwarding.cancel()
+        await control.close()
+
+
+@contextlib.asynccontextmanager
+async def forwarded_hostname(engine: EngineHandle, upstream_port: int, **fields: object) -> AsyncIterator[str]:
+    """`forwarded_tunnel` of a published http tunnel (by default); yields its hostname."""
+    async with forwarded_tunnel(engine, upstream_port, **{"protocol": "http", **fields}) as tunnel:
+        assert tunnel.properties.hostname is not None
+        yield tunnel.properties.hostname
 
 
 def agent_tls(handle: EngineHandle) -> ssl.SSLContext:

@@ -4,21 +4,18 @@ anything reaches the agent — 403/401 on HTTP, a closed connection on TCP and T
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from portway.agent import ControlChannel, Tunnel
 from portway.engine.auth import mint_token
 from portway.errors import ConfigError, EngineRejected
 from portway.wire.codes import ErrorCode
-from tests.conftest import UNIT_S, EchoServer, EngineHandle, http_get, running_engine
+from tests.conftest import UNIT_S, EchoServer, EngineHandle, forwarded_tunnel, http_get, running_engine
 
 WAIT_S = 5 * UNIT_S
 
@@ -30,20 +27,6 @@ def write_geoip(path: Path, countries: dict[str, str]) -> Path:
         writer.insert_network(IPSet([cidr]), {"country": {"iso_code": iso}})
     writer.to_db_file(str(path))
     return path
-
-
-@contextlib.asynccontextmanager
-async def published(engine: EngineHandle, upstream_port: int, **fields: object) -> AsyncIterator[Tunnel]:
-    control: ControlChannel = await engine.client().connect()
-    forwarding: asyncio.Future[None] | None = None
-    try:
-        tunnel = await control.create_tunnel(**fields)
-        forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", upstream_port))
-        yield tunnel
-    finally:
-        if forwarding is not None:
-            forwarding.cancel()
-        await control.close()
 
 
 async def visit(engine: EngineHandle, hostname: str, path: str = "/", *, source: str = "127.0.0.1",
@@ -84,7 +67,8 @@ async def closed_without_data(host: str, port: int, *, source: str = "127.0.0.1"
 
 async def test_http_trusted_ips_admit_listed_networks_and_refuse_others_with_403(engine: EngineHandle) -> None:
     async with EchoServer(http=True) as upstream:
-        async with published(engine, upstream.port, protocol="http", trusted_ips=["127.0.0.1/32", "10.0.0.0/8"]) as t:
+        async with forwarded_tunnel(engine, upstream.port, protocol="http",
+                                    trusted_ips=["127.0.0.1/32", "10.0.0.0/8"]) as t:
             assert list(t.properties.trusted_ips) == ["127.0.0.1/32", "10.0.0.0/8"]
             assert t.properties.hostname is not None
             status, _, _ = await visit(engine, t.properties.hostname, "/ok")
@@ -98,7 +82,7 @@ async def test_http_trusted_ips_admit_listed_networks_and_refuse_others_with_403
 
 
 async def test_tcp_trusted_ips_close_refused_visitors_before_the_agent(engine: EngineHandle) -> None:
-    async with EchoServer() as upstream, published(engine, upstream.port, protocol="tcp",
+    async with EchoServer() as upstream, forwarded_tunnel(engine, upstream.port, protocol="tcp",
                                                    trusted_ips=["127.0.0.3"]) as tunnel:
         port = tunnel.properties.port
         assert port is not None
@@ -111,7 +95,7 @@ async def test_tcp_trusted_ips_close_refused_visitors_before_the_agent(engine: E
 
 
 async def test_tls_passthrough_trusted_ips_close_refused_visitors(engine: EngineHandle) -> None:
-    async with EchoServer() as upstream, published(engine, upstream.port, protocol="tls",
+    async with EchoServer() as upstream, forwarded_tunnel(engine, upstream.port, protocol="tls",
                                                    trusted_ips=["10.0.0.0/8"]) as tunnel:
         hostname = tunnel.properties.hostname
         tls = ssl.create_default_context()  # the upstream would present its own certificate
@@ -126,13 +110,13 @@ async def test_geoip_allow_list_from_the_engine_database(tmp_path: Path) -> None
     db = write_geoip(tmp_path / "geo.mmdb", {"127.0.0.1/32": "FR", "127.0.0.2/32": "DE"})
     async with running_engine(tmp_path, f"geoip:\n  database_file: {db}\n") as engine, \
             EchoServer(http=True) as upstream:
-        async with published(engine, upstream.port, protocol="http", geoip=["FR", "BE"]) as tunnel:
+        async with forwarded_tunnel(engine, upstream.port, protocol="http", geoip=["FR", "BE"]) as tunnel:
             hostname = tunnel.properties.hostname
             assert hostname is not None
             assert (await visit(engine, hostname))[0] == 200
             assert (await visit(engine, hostname, source="127.0.0.2"))[0] == 403  # DE
             assert (await visit(engine, hostname, source="127.0.0.9"))[0] == 403  # not in the database
-        async with published(engine, upstream.port, protocol="tcp", geoip=["DE"]) as tunnel:
+        async with forwarded_tunnel(engine, upstream.port, protocol="tcp", geoip=["DE"]) as tunnel:
             assert tunnel.properties.port is not None
             assert await closed_without_data("127.0.0.1", tunnel.properties.port)  # FR
         assert upstream.peers == ["127.0.0.1"]
@@ -163,7 +147,7 @@ async def test_unreadable_geoip_database_stops_the_engine_start(tmp_path: Path) 
 
 
 async def test_token_auth_requires_a_valid_token_on_every_request(engine: EngineHandle) -> None:
-    async with EchoServer(http=True) as upstream, published(engine, upstream.port, protocol="http",
+    async with EchoServer(http=True) as upstream, forwarded_tunnel(engine, upstream.port, protocol="http",
                                                             token_auth=True) as tunnel:
         hostname = tunnel.properties.hostname
         assert hostname is not None and tunnel.properties.token_auth is True
@@ -190,7 +174,7 @@ async def test_token_auth_requires_a_valid_token_on_every_request(engine: Engine
 
 
 async def test_token_auth_checks_each_request_of_a_keepalive_connection(engine: EngineHandle) -> None:
-    async with EchoServer(http=True) as upstream, published(engine, upstream.port, protocol="http",
+    async with EchoServer(http=True) as upstream, forwarded_tunnel(engine, upstream.port, protocol="http",
                                                             token_auth=True) as tunnel:
         hostname = tunnel.properties.hostname
         assert hostname is not None
@@ -230,7 +214,7 @@ async def test_token_auth_is_refused_on_tcp_tunnels(engine: EngineHandle) -> Non
 
 
 async def test_tls_terminated_trusted_ips_refuse_before_the_handshake(engine: EngineHandle) -> None:
-    async with EchoServer() as upstream, published(engine, upstream.port, protocol="tls", tls_mode="terminated",
+    async with EchoServer() as upstream, forwarded_tunnel(engine, upstream.port, protocol="tls", tls_mode="terminated",
                                                    trusted_ips=["127.0.0.3/32"]) as tunnel:
         hostname = tunnel.properties.hostname
         with pytest.raises((ConnectionError, ssl.SSLError)):

@@ -9,23 +9,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from tests.conftest import UNIT_S, EchoServer, EngineHandle, http_get, running_engine
+from tests.conftest import UNIT_S, EchoServer, EngineHandle, forwarded_hostname, http_get, running_engine
 
 WAIT_S = 10 * UNIT_S
 
 
 @contextlib.asynccontextmanager
 async def http_tunnel(engine: EngineHandle) -> AsyncIterator[tuple[str, EchoServer]]:
-    async with EchoServer(http=True) as upstream:
-        control = await engine.client().connect()
-        tunnel = await control.create_tunnel(protocol="http")
-        forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", upstream.port))
-        assert tunnel.properties.hostname is not None
-        try:
-            yield tunnel.properties.hostname, upstream
-        finally:
-            forwarding.cancel()
-            await control.close()
+    async with EchoServer(http=True) as upstream, forwarded_hostname(engine, upstream.port) as hostname:
+        yield hostname, upstream
 
 
 async def one_visit(engine: EngineHandle, hostname: str, path: str, *, body: bytes = b"") -> bytes:

@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from tests.conftest import UNIT_S, EngineHandle
+from tests.conftest import UNIT_S, EngineHandle, forwarded_hostname
 
 WAIT_S = 10 * UNIT_S
 
@@ -136,15 +136,8 @@ async def websocket_tunnel(engine: EngineHandle) -> AsyncIterator[str]:
 
     async with serve(echo_upper, "127.0.0.1", 0, subprotocols=["chat"], process_request=refuse) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        control = await engine.client().connect()
-        tunnel = await control.create_tunnel(protocol="http")
-        forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", port))
-        assert tunnel.properties.hostname is not None
-        try:
-            yield tunnel.properties.hostname
-        finally:
-            forwarding.cancel()
-            await control.close()
+        async with forwarded_hostname(engine, port) as hostname:
+            yield hostname
 
 
 async def h2_connect(engine: EngineHandle, hostname: str) -> H2WebSocket:

@@ -14,23 +14,15 @@ import httpx
 import pytest
 import trustme
 
-from tests.conftest import UNIT_S, EchoServer, EngineHandle, http_get, running_engine
+from tests.conftest import UNIT_S, EchoServer, EngineHandle, forwarded_hostname, http_get, running_engine
 
 WAIT_S = 10 * UNIT_S
 
 
 @contextlib.asynccontextmanager
 async def http_tunnel(engine: EngineHandle, **fields: object) -> AsyncIterator[tuple[str, EchoServer]]:
-    async with EchoServer(http=True) as upstream:
-        control = await engine.client().connect()
-        tunnel = await control.create_tunnel(protocol="http", **fields)
-        forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", upstream.port))
-        assert tunnel.properties.hostname is not None
-        try:
-            yield tunnel.properties.hostname, upstream
-        finally:
-            forwarding.cancel()
-            await control.close()
+    async with EchoServer(http=True) as upstream, forwarded_hostname(engine, upstream.port, **fields) as hostname:
+        yield hostname, upstream
 
 
 def visitor_tls(engine: EngineHandle, cert: trustme.LeafCert | None = None, **options: object) -> ssl.SSLContext:

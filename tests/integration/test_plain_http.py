@@ -26,6 +26,7 @@ from tests.conftest import (
     EngineHandle,
     close_writer,
     engine_yaml,
+    forwarded_hostname,
     log_count,
     read_until_closed,
     running_engine,
@@ -75,18 +76,9 @@ async def engine_from(tmp_path: Path, yaml_text: str, environ: dict[str, str]) -
         yield EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
 
 
-@contextlib.asynccontextmanager
-async def http_tunnel(engine: EngineHandle, upstream_port: int) -> AsyncIterator[str]:
+def http_tunnel(engine: EngineHandle, upstream_port: int) -> contextlib.AbstractAsyncContextManager[str]:
     """A published HTTP tunnel (our SDK as the agent) forwarding to `upstream_port`; yields its hostname."""
-    control = await engine.client().connect()
-    tunnel = await control.create_tunnel(protocol="http")
-    forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", upstream_port))
-    assert tunnel.properties.hostname is not None
-    try:
-        yield tunnel.properties.hostname
-    finally:
-        forwarding.cancel()
-        await control.close()
+    return forwarded_hostname(engine, upstream_port)
 
 
 # ---- redirect mode (the default) ----

@@ -14,7 +14,7 @@ import trustme
 
 from portway.errors import EngineRejected
 from portway.wire.codes import ErrorCode
-from tests.conftest import UNIT_S, EngineHandle, http_get
+from tests.conftest import UNIT_S, EngineHandle, forwarded_hostname, http_get
 
 WAIT_S = 10 * UNIT_S
 
@@ -47,17 +47,8 @@ async def https_upstream() -> AsyncIterator[tuple[int, list[str]]]:
         server.close()
 
 
-@contextlib.asynccontextmanager
-async def tls_upstream_tunnel(engine: EngineHandle, port: int) -> AsyncIterator[str]:
-    control = await engine.client().connect()
-    tunnel = await control.create_tunnel(protocol="http", upstream_tls=True)
-    forwarding = asyncio.ensure_future(tunnel.forward_to("127.0.0.1", port))
-    assert tunnel.properties.hostname is not None
-    try:
-        yield tunnel.properties.hostname
-    finally:
-        forwarding.cancel()
-        await control.close()
+def tls_upstream_tunnel(engine: EngineHandle, port: int) -> contextlib.AbstractAsyncContextManager[str]:
+    return forwarded_hostname(engine, port, upstream_tls=True)
 
 
 async def test_http1_visitor_reaches_an_https_upstream(engine: EngineHandle) -> None:

@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portway.engine.edges import h2rules
-from portway.engine.edges.h2rules import H2Request, RequestError, h1_request_head, h2_response_headers, parse_request
+from portway.engine.edges.h1rules import Reject
+from portway.engine.edges.h2rules import H2Request, h1_request_head, h2_response_headers, parse_request
 
 
 def request(*headers: tuple[bytes, bytes], method: bytes = b"GET", path: bytes = b"/p?q=1",
@@ -66,13 +67,13 @@ def test_chunked_body_and_dropped_credentials() -> None:
 def test_authority_falls_back_to_host_and_plain_connect_is_refused() -> None:
     req = parse_request([(b":method", b"GET"), (b":path", b"/"), (b"host", b"h.t.localhost")])
     assert req.authority == b"h.t.localhost"
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(Reject) as caught:
         parse_request([(b":method", b"CONNECT"), (b":authority", b"db:5432")])
     assert caught.value.status == 501
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(Reject) as caught:
         parse_request([(b":method", b"GET"), (b":path", b"/")])
     assert caught.value.status == 400
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(Reject) as caught:
         request(path=b"/" + b"a" * 9000)
     assert caught.value.status == 414
     websocket = parse_request([(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":authority", b"h"),

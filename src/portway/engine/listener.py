@@ -35,6 +35,14 @@ log = logging.getLogger("portway.engine.listener")
 _REPEEK_S = 0.005
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on `host:port` (IPv6 when the host is an IPv6 literal)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
+    sock.setblocking(False)
+    return sock
+
+
 def _server_name(sni: str | None) -> str | None:
     """SNI must not be an IP literal (RFC 6066 §3), yet some clients (wrk) send one: treat it as absent."""
     if sni is None:
@@ -65,10 +73,7 @@ class Listener:
 
     @classmethod
     def bind(cls, ctx: EngineContext, host: str, port: int) -> Listener:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
-        sock.setblocking(False)
-        return cls(ctx, sock)
+        return cls(ctx, listening_socket(host, port))
 
     @property
     def port(self) -> int:

@@ -28,6 +28,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules
+from portway.engine.edges.h1rules import Reject
 from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, h2c_connection
 from portway.engine.edges.pages import error_body
@@ -279,7 +280,7 @@ class H2Edge(H2Shell):
         stream_id = event.stream_id
         try:
             request = h2rules.parse_request(list(event.headers or ()))
-        except h2rules.RequestError as error:
+        except Reject as error:
             self._answer(stream_id, error.status, error.detail, None)
             return
         accept = request.header(b"accept")

@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from portway.engine.edges.h1rules import forwarded
+from portway.engine.edges.h1rules import Reject, forwarded
 
 # Connection-specific headers (RFC 9113 §8.2.2, RFC 9110 §7.6.1): never forwarded across versions.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
@@ -21,15 +21,6 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tra
 # Set by the edge itself; a visitor's own copies are dropped (X-Forwarded-For is appended to instead).
 EDGE_SET = frozenset({b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 MAX_TARGET_BYTES = 8192
-
-
-class RequestError(Exception):
-    """The HTTP/2 request cannot be forwarded; `status` is what the visitor gets."""
-
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +54,15 @@ def parse_request(headers: list[tuple[bytes, bytes]]) -> H2Request:
     if authority is None:
         authority = next((v for k, v in regular if k == b"host"), b"")
     if method == b"CONNECT" and b":protocol" not in pseudo:
-        raise RequestError(501, "plain CONNECT over HTTP/2 is not relayed; use HTTP/1.1")
+        raise Reject(501, "plain CONNECT over HTTP/2 is not relayed; use HTTP/1.1")
     protocol = pseudo.get(b":protocol")
     if protocol is not None and (method != b"CONNECT" or protocol.lower() != b"websocket"):
-        raise RequestError(501, "only the websocket protocol is relayed by extended CONNECT")
+        raise Reject(501, "only the websocket protocol is relayed by extended CONNECT")
     path = pseudo.get(b":path", b"")
     if not path or not authority:
-        raise RequestError(400, "the request has no path or authority")
+        raise Reject(400, "the request has no path or authority")
     if len(path) > MAX_TARGET_BYTES:
-        raise RequestError(414, "the request target is too long")
+        raise Reject(414, "the request target is too long")
     return H2Request(method, path, authority, tuple(regular), protocol)
 
 

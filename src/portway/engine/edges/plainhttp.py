@@ -28,6 +28,7 @@ import httptools
 
 from portway.engine.agentconn import peer_ip
 from portway.engine.context import EngineContext
+from portway.engine.listener import listening_socket
 from portway.wire.hostnames import is_engine_hostname
 
 from .h1rules import MAX_HEAD_BYTES, MAX_HEADERS
@@ -355,10 +356,7 @@ class PlainHttpListener:
     def bind(cls, ctx: EngineContext) -> PlainHttpListener:
         """Bind `http.listen_addr` (OSError if taken); accepting starts with `start()`."""
         host, port = ctx.config.http.address
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=False)
-        sock.setblocking(False)
-        return cls(ctx, sock)
+        return cls(ctx, listening_socket(host, port))
 
     @property
     def port(self) -> int:
