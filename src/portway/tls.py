@@ -333,12 +333,15 @@ async def connect(loop: asyncio.AbstractEventLoop, factory: Callable[[], P], hos
     return transport, cast(P, conn.app)
 
 
-async def start_client(transport: asyncio.Transport, factory: Callable[[], P], *, context: ssl.SSLContext,
-                       server_hostname: str | None, timeout_s: float) -> tuple[TLSTransport, P]:
+async def start_client(transport: asyncio.Transport, factory: Callable[[str | None], P], *,
+                       context: ssl.SSLContext, server_hostname: str | None,
+                       timeout_s: float) -> tuple[TLSTransport, P]:
     """Run a TLS client over a transport that is already connected (TLS inside a tunnel stream), and
-    return (TLS transport, application protocol) once the handshake is done."""
-    conn = TLSConnection(context, factory, server_side=False, server_hostname=server_hostname,
-                         handshake_timeout_s=timeout_s)
+    return (TLS transport, application protocol) once the handshake is done. `factory` gets the
+    protocol the server chose by ALPN (None without one)."""
+    conn: TLSConnection = TLSConnection(context, lambda: factory(conn.ssl_object.selected_alpn_protocol()),
+                                        server_side=False, server_hostname=server_hostname,
+                                        handshake_timeout_s=timeout_s)
     transport.set_protocol(conn)
     conn.connection_made(transport)
     tls_transport = await conn.handshake

@@ -66,9 +66,8 @@ class H2cUpstream:
                     if isinstance(event, h2.events.RequestReceived):
                         heads[event.stream_id] = dict(event.headers)  # type: ignore[arg-type]
                         self.requests.append(heads[event.stream_id])
-                        bodies[event.stream_id] = bytearray()
-                        if event.stream_ended is not None:
-                            spawn(event.stream_id)
+                        bodies[event.stream_id] = bytearray()  # answered at StreamEnded (h2 sends one for
+                        # END_STREAM on the headers too)
                     elif isinstance(event, h2.events.DataReceived):
                         bodies[event.stream_id] += event.data
                         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -186,3 +185,13 @@ async def test_http1_upgrade_to_an_h2c_upstream_is_refused_clearly(engine: Engin
         finally:
             writer.close()
         assert upstream.requests == []
+
+
+async def test_a_burst_on_a_cold_tunnel_opens_one_upstream_connection(engine: EngineHandle) -> None:
+    async with h2c_tunnel(engine) as (hostname, upstream), \
+            httpx.AsyncClient(http2=True, verify=engine.visitor_tls()) as client:
+        responses = await asyncio.gather(*(asyncio.wait_for(client.get(
+            f"https://127.0.0.1:{engine.port}/b{i}", headers={"host": hostname}, extensions={"sni_hostname": hostname}),
+            WAIT_S) for i in range(8)))
+        assert sorted(r.content for r in responses) == sorted(b"GET /b%d\n" % i for i in range(8))
+        assert upstream.connections == 1

@@ -107,3 +107,53 @@ async def test_upstream_tls_is_refused_where_the_engine_does_not_parse_http(engi
         assert caught.value.code in (ErrorCode.FEATURE_NOT_AVAILABLE, ErrorCode.INVALID_REQUEST)
     finally:
         await control.close()
+
+
+async def test_an_upstream_choosing_http2_by_alpn_gets_http2(engine: EngineHandle) -> None:
+    """The HTTP/2 edge offers h2 to a TLS upstream; one that picks it is spoken to in HTTP/2 (pooled,
+    multiplexed), while HTTP/1.1 visitors still reach it over http/1.1."""
+    from tests.integration.test_h2c_upstream import H2cUpstream
+
+    h2_upstream = H2cUpstream()
+    cert = trustme.CA().issue_cert("localhost")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    h1_requests: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2":
+            await h2_upstream.handle(reader, writer)
+            return
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            h1_requests.append(head.split(b"\r\n", 1)[0])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nvia h1\n")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    try:
+        async with tls_upstream_tunnel(engine, server.sockets[0].getsockname()[1]) as hostname, \
+                httpx.AsyncClient(http2=True, verify=engine.visitor_tls()) as client:
+            first = await client.get(f"https://127.0.0.1:{engine.port}/first", headers={"host": hostname},
+                                     extensions={"sni_hostname": hostname})
+            assert first.content == b"GET /first\n" and first.http_version == "HTTP/2"
+            assert h2_upstream.requests[-1][b":scheme"] == b"https"
+            responses = await asyncio.gather(*(
+                client.get(f"https://127.0.0.1:{engine.port}/slow{i}", headers={"host": hostname},
+                           extensions={"sni_hostname": hostname}) for i in range(6)))
+            assert sorted(r.content for r in responses) == sorted(b"GET /slow%d\n" % i for i in range(6))
+            assert h2_upstream.connections == 1  # six requests multiplexed on one upstream HTTP/2 connection
+            reader, writer = await engine.open_visitor(hostname)
+            try:
+                status, body = await http_get(reader, writer, hostname, "/h1")
+            finally:
+                writer.close()
+            assert (status, body) == (200, b"via h1\n")
+            assert h1_requests == [b"GET /h1 HTTP/1.1"]
+    finally:
+        server.close()

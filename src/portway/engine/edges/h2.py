@@ -30,7 +30,7 @@ from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules
 from portway.engine.edges.h1rules import Reject
 from portway.engine.edges.h2shell import H2Shell
-from portway.engine.edges.h2upstream import H2Leg, h2c_connection
+from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
@@ -323,12 +323,20 @@ class H2Edge(H2Shell):
         key = h2rules.websocket_key() if websocket else None
         head = h2rules.h1_request_head(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                        chunked=chunked, drop=drop, path=path, websocket_key=key)
-        exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key)
+        # With upstream TLS the upstream may pick HTTP/2 by ALPN: the request is kept in both forms.
+        h2_headers = (h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
+                                                  drop=drop, path=path, upstream_scheme=b"https")
+                      if upstream_tls(tunnel) and not websocket else None)
+        exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key,
+                             h2_headers=h2_headers)
         if not has_body:
             exchange.request_ended = True
         self._register(exchange)
-        upstream = self.ctx.upstreams.take_idle(tunnel)
-        if upstream is not None:
+        h2_upstream = self.ctx.h2_upstreams.with_room(tunnel) if h2_headers is not None else None
+        upstream = self.ctx.upstreams.take_idle(tunnel) if h2_upstream is None else None
+        if h2_upstream is not None:
+            self._attach_h2(exchange, h2_upstream)
+        elif upstream is not None:
             exchange.attach(H1Leg(upstream))
         else:
             self.ctx.spawn(self._connect(exchange))
@@ -369,12 +377,17 @@ class H2Edge(H2Shell):
         except StreamFailed as error:
             self._stream_failed(exchange, error)
             return
+        self._attach_h2(exchange, h2c)
+
+    def _attach_h2(self, exchange: _Exchange, upstream: UpstreamH2) -> None:
+        assert exchange.h2_headers is not None
         if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
-            self.ctx.h2_upstreams.settle(h2c)  # no request for it after all: pooled, idle
+            self.ctx.h2_upstreams.settle(upstream)  # no request for it after all: pooled, idle
             return
         # END_STREAM on the head only for a request without any body (one that ended while we connected
         # may still have body bytes queued).
-        exchange.attach(H2Leg(h2c, exchange.h2_headers, end_on_head=exchange.request_ended and not exchange.queued))
+        exchange.attach(H2Leg(upstream, exchange.h2_headers,
+                              end_on_head=exchange.request_ended and not exchange.queued))
         self.flush()
 
     async def _connect(self, exchange: _Exchange) -> None:
@@ -384,15 +397,26 @@ class H2Edge(H2Shell):
             self._stream_failed(exchange, error)
             return
         tunnel = exchange.tunnel
-        if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
+        if upstream_tls(tunnel):
+            def speak(alpn: str | None) -> UpstreamH1 | UpstreamH2:
+                if alpn == "h2":
+                    return UpstreamH2(tunnel, self.ctx.h2_upstreams)
+                return UpstreamH1(tunnel, self.ctx.upstreams)
+
             try:
-                upstream = await over_tls(agent, lambda: UpstreamH1(tunnel, self.ctx.upstreams),
-                                          self.ctx.config.timeouts.first_message_seconds)
+                chosen = await over_tls(agent, speak, self.ctx.config.timeouts.first_message_seconds,
+                                        h2=exchange.h2_headers is not None)
             except (OSError, ssl.SSLError, TimeoutError) as error:
                 log.info("tunnel %s: TLS to the upstream failed: %s", tunnel.id, error)
                 agent.close()
                 self.fail_exchange(exchange, 502, "TLS to the service behind this tunnel failed")
                 return
+            if isinstance(chosen, UpstreamH2):  # the upstream picked HTTP/2: pooled with the h2c ones
+                self.ctx.h2_upstreams.add(chosen)
+                self.ctx.streams.track(chosen, visitor=False)
+                self._attach_h2(exchange, chosen)
+                return
+            upstream = chosen
         else:
             upstream = UpstreamH1.take(agent, tunnel, self.ctx.upstreams)
         self.ctx.streams.track(upstream, visitor=False)
@@ -534,6 +558,10 @@ class H2Edge(H2Shell):
             return
         self._moved_at_last_check = self.bytes_in
         self._arm_idle_timer()
+
+
+def upstream_tls(tunnel: Tunnel) -> bool:
+    return bool(tunnel.props.upstream_tls or tunnel.props.http_use_tls)
 
 
 def _host_of(authority: bytes) -> str:

@@ -105,11 +105,12 @@ def h1_request_head(request: H2Request, *, client_ip: str, scheme: bytes, chunke
                 forwarded_for, scheme, request.authority, forwarded(client_ip, scheme, request.authority)))
 
 
-def h2_upstream_headers(request: H2Request, *, client_ip: str, scheme: bytes,
-                        drop: frozenset[bytes] = frozenset(), path: bytes | None = None) -> list[tuple[bytes, bytes]]:
-    """The header list for an HTTP/2 (h2c) upstream: the visitor's request with the edge's forwarding
-    headers; `te: trailers` is kept (gRPC requires it), other connection-specific headers are not."""
-    out = [(b":method", request.method), (b":scheme", b"http"), (b":authority", request.authority),
+def h2_upstream_headers(request: H2Request, *, client_ip: str, scheme: bytes, drop: frozenset[bytes] = frozenset(),
+                        path: bytes | None = None, upstream_scheme: bytes = b"http") -> list[tuple[bytes, bytes]]:
+    """The header list for an HTTP/2 upstream (h2c, or TLS with ALPN h2: `upstream_scheme` https): the
+    visitor's request with the edge's forwarding headers; `te: trailers` is kept (gRPC requires it),
+    other connection-specific headers are not."""
+    out = [(b":method", request.method), (b":scheme", upstream_scheme), (b":authority", request.authority),
            (b":path", path if path is not None else request.path)]
     forwarded_for: bytes | None = None
     for name, value in request.headers:

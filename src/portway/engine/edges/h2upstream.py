@@ -262,15 +262,27 @@ class UpstreamH2(H2Shell):
 async def h2c_connection(broker: StreamBroker, pool: H2UpstreamPool, tunnel: Tunnel, source_ip: str | None,
                          track: Callable[[Pipe], None]) -> UpstreamH2:
     """A pooled upstream HTTP/2 connection with room for one more stream, opening one (an agent stream,
-    given to `track` so shutdown knows it) when all are full. Raises StreamFailed."""
-    upstream = pool.with_room(tunnel)
-    if upstream is not None:
+    given to `track` so shutdown knows it) when all are full. Requests that arrive while a connection is
+    being opened wait for it rather than each opening their own. Raises StreamFailed."""
+    while True:
+        upstream = pool.with_room(tunnel)
+        if upstream is not None:
+            return upstream
+        opening = pool.opening.get(tunnel)
+        if opening is None:
+            break
+        await asyncio.shield(opening)  # then look again: it may be full already, or have failed
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pool.opening[tunnel] = done
+    try:
+        agent = await broker.open_stream(tunnel, source_ip)
+        upstream = UpstreamH2.take(agent, tunnel, pool)
+        pool.add(upstream)
+        track(upstream)
         return upstream
-    agent = await broker.open_stream(tunnel, source_ip)
-    upstream = UpstreamH2.take(agent, tunnel, pool)
-    pool.add(upstream)
-    track(upstream)
-    return upstream
+    finally:
+        del pool.opening[tunnel]
+        done.set_result(None)
 
 
 class H2UpstreamPool:
@@ -280,6 +292,7 @@ class H2UpstreamPool:
         self.idle_s = idle_s
         self._connections: dict[Tunnel, list[UpstreamH2]] = {}
         self._idle_timers: dict[UpstreamH2, asyncio.TimerHandle] = {}
+        self.opening: dict[Tunnel, asyncio.Future[None]] = {}  # a connection being opened, per tunnel
 
     def with_room(self, tunnel: Tunnel) -> UpstreamH2 | None:
         for upstream in self._connections.get(tunnel, ()):

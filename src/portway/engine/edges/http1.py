@@ -451,7 +451,7 @@ class HttpEdge(Pipe):
                 return
         if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
             try:
-                agent = await over_tls(agent, Pipe, self.ctx.config.timeouts.first_message_seconds)
+                agent = await over_tls(agent, lambda _alpn: Pipe(), self.ctx.config.timeouts.first_message_seconds)
             except (OSError, ssl.SSLError, TimeoutError) as error:
                 agent.close()
                 self._fail(502, "TLS to the service behind this tunnel failed", f"TLS to the upstream failed: {error}",
