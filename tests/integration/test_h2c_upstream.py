@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import httpx
 
 from tests.conftest import UNIT_S, EngineHandle
@@ -21,7 +22,8 @@ WAIT_S = 10 * UNIT_S
 @dataclass
 class H2cUpstream:
     """An HTTP/2 (prior knowledge) service on the h2 library: echoes method, path and body, with a
-    `grpc-status` trailer; `/slow` answers after 0.2 s."""
+    `grpc-status` trailer; `/slow` answers after 0.2 s. An extended CONNECT (RFC 8441 WebSocket) is
+    accepted with 200 and its bytes are echoed upper-cased until the client ends the stream."""
 
     connections: int = 0
     requests: list[dict[bytes, bytes]] = field(default_factory=list)
@@ -30,6 +32,8 @@ class H2cUpstream:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        conn.local_settings = h2.settings.Settings(
+            client=False, initial_values={h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1})
         conn.initiate_connection()
         writer.write(conn.data_to_send())
         bodies: dict[int, bytearray] = {}
@@ -68,11 +72,19 @@ class H2cUpstream:
                         self.requests.append(heads[event.stream_id])
                         bodies[event.stream_id] = bytearray()  # answered at StreamEnded (h2 sends one for
                         # END_STREAM on the headers too)
+                        if heads[event.stream_id].get(b":protocol") == b"websocket":
+                            conn.send_headers(event.stream_id, [(b":status", b"200")])
                     elif isinstance(event, h2.events.DataReceived):
-                        bodies[event.stream_id] += event.data
                         conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                        if heads[event.stream_id].get(b":protocol") == b"websocket":
+                            conn.send_data(event.stream_id, event.data.upper())
+                        else:
+                            bodies[event.stream_id] += event.data
                     elif isinstance(event, h2.events.StreamEnded):
-                        spawn(event.stream_id)
+                        if heads[event.stream_id].get(b":protocol") == b"websocket":
+                            conn.end_stream(event.stream_id)
+                        else:
+                            spawn(event.stream_id)
                     elif isinstance(event, h2.events.WindowUpdated):
                         window_opened.set()
                 writer.write(conn.data_to_send())
@@ -174,12 +186,11 @@ async def test_http1_visitors_are_translated_to_the_h2c_upstream(engine: EngineH
         assert upstream.connections == 1
 
 
-async def test_http1_upgrade_to_an_h2c_upstream_is_refused_clearly(engine: EngineHandle) -> None:
+async def test_http1_connect_to_an_h2c_upstream_is_refused_clearly(engine: EngineHandle) -> None:
     async with h2c_tunnel(engine) as (hostname, upstream):
         reader, writer = await engine.open_visitor(hostname)
         try:
-            writer.write(f"GET /ws HTTP/1.1\r\nHost: {hostname}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            writer.write(b"CONNECT db.internal:5432 HTTP/1.1\r\nHost: db.internal:5432\r\n\r\n")
             answer = await asyncio.wait_for(reader.read(4096), WAIT_S)
             assert answer.startswith(b"HTTP/1.1 501 ")
         finally:
@@ -195,3 +206,59 @@ async def test_a_burst_on_a_cold_tunnel_opens_one_upstream_connection(engine: En
             WAIT_S) for i in range(8)))
         assert sorted(r.content for r in responses) == sorted(b"GET /b%d\n" % i for i in range(8))
         assert upstream.connections == 1
+
+
+async def test_websocket_over_http2_to_an_h2c_upstream(engine: EngineHandle) -> None:
+    """Extended CONNECT end to end: visitor and upstream both speak RFC 8441; the stream carries the bytes."""
+    async with h2c_tunnel(engine) as (hostname, upstream):
+        ctx = engine.visitor_tls()
+        ctx.set_alpn_protocols(["h2"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.port, ssl=ctx, server_hostname=hostname)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        conn.send_headers(1, [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"https"),
+                              (b":authority", hostname.encode()), (b":path", b"/ws"),
+                              (b"sec-websocket-version", b"13")])
+        writer.write(conn.data_to_send())
+        status, echoed, ended = 0, bytearray(), False
+        sent = False
+        try:
+            while not ended:
+                data = await asyncio.wait_for(reader.read(65536), WAIT_S)
+                assert data
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = int(dict(event.headers)[b":status"])  # type: ignore[arg-type]
+                    elif isinstance(event, h2.events.DataReceived):
+                        echoed += event.data
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended = True
+                if status == 200 and not sent:
+                    conn.send_data(1, b"frame-bytes", end_stream=True)
+                    sent = True
+                writer.write(conn.data_to_send())
+        finally:
+            writer.close()
+        assert status == 200 and bytes(echoed) == b"FRAME-BYTES"
+        assert upstream.requests[-1][b":protocol"] == b"websocket"
+        assert upstream.requests[-1][b":method"] == b"CONNECT"
+
+
+async def test_http1_websocket_upgrade_to_an_h2c_upstream(engine: EngineHandle) -> None:
+    """An HTTP/1.1 Upgrade becomes an extended CONNECT upstream; the visitor gets a proper 101."""
+    async with h2c_tunnel(engine) as (hostname, upstream):
+        reader, writer = await engine.open_visitor(hostname)
+        try:
+            key = "dGhlIHNhbXBsZSBub25jZQ=="
+            writer.write(f"GET /ws HTTP/1.1\r\nHost: {hostname}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            assert b"sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" in head  # RFC 6455 example key
+            writer.write(b"raw websocket bytes")
+            assert await asyncio.wait_for(reader.readexactly(19), WAIT_S) == b"RAW WEBSOCKET BYTES"
+        finally:
+            writer.close()
+        assert upstream.requests[-1][b":method"] == b"CONNECT"
+        assert upstream.requests[-1][b":protocol"] == b"websocket"

@@ -38,6 +38,7 @@ class _Response:
         self.leg: H2Leg | None = None
         self.held: list[bytes] = []
         self.chunked = False
+        self.websocket_key: bytes | None = None  # an HTTP/1.1 WebSocket upgrade, relayed as extended CONNECT
         self.done = False
 
     def emit(self, data: bytes) -> None:
@@ -49,6 +50,12 @@ class _Response:
     # ---- H2Sink ----
 
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.websocket_key is not None and status == 200:  # RFC 8441 accepted: the HTTP/1.1 switch
+            lines = [b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n",
+                     b"sec-websocket-accept: %s\r\n" % h2rules.websocket_accept(self.websocket_key)]
+            lines += [b"%s: %s\r\n" % (k, v) for k, v in headers if k.startswith(b"sec-websocket-")]
+            self.emit(b"".join(lines) + b"\r\n")
+            return
         names = {name for name, _ in headers}
         self.chunked = not self.head_only and status not in (204, 304) and b"content-length" not in names
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "Status").encode())]
@@ -69,6 +76,8 @@ class _Response:
             self.emit(h2rules.LAST_CHUNK)
         self.done = True
         self.bridge.advance()
+        if self.websocket_key is not None:  # the upstream ended the WebSocket: so does the connection
+            self.bridge.close()
 
     def response_failed(self, reason: str) -> None:
         log.info("tunnel %s: h2c upstream: %s", self.bridge.tunnel.id, reason)
@@ -94,6 +103,7 @@ class H1OverH2Transport(asyncio.Transport):
         # Request events not yet given to an upstream leg, in order: (response, "head"/"body"/"end", data).
         self._pending: deque[tuple[_Response, str, bytes]] = deque()
         self._connecting: asyncio.Task[None] | None = None
+        self._switched: _Response | None = None  # the WebSocket this connection became
         self._closing = False
         self._paused = False
 
@@ -116,11 +126,27 @@ class H1OverH2Transport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._closing:
             return
+        if self._switched is not None:  # WebSocket frames, after the 101
+            self._queue(self._switched, "body", bytes(data))
+            return
         try:
             self._parser.feed_data(bytes(data))
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            # The edge only sends checked requests; an Upgrade or CONNECT has no HTTP/2 translation here.
-            self._answer_locally(501, b"this tunnel's upstream speaks HTTP/2 only: use an HTTP/2 client for this")
+        except httptools.HttpParserUpgrade as upgrade:
+            response = self._current
+            if response is None or response.websocket_key is None:
+                self._refuse_upgrade()
+                return
+            self._switched = response
+            rest = bytes(data)[int(upgrade.args[0]) if upgrade.args else len(data):]
+            if rest:
+                self._queue(response, "body", rest)
+        except httptools.HttpParserError:
+            self._refuse_upgrade()
+
+    def _refuse_upgrade(self) -> None:
+        # The edge only sends checked requests: what fails here is an upgrade HTTP/2 cannot carry (CONNECT, or
+        # an Upgrade other than websocket).
+        self._answer_locally(501, b"this tunnel's upstream speaks HTTP/2 only: this upgrade cannot be relayed")
 
     def can_write_eof(self) -> bool:
         return False
@@ -180,10 +206,18 @@ class H1OverH2Transport(asyncio.Transport):
     def on_headers_complete(self) -> None:
         method = self._parser.get_method()
         authority = next((v for k, v in self._headers if k == b"host"), b"")
-        headers = [(b":method", method), (b":scheme", b"http"), (b":authority", authority), (b":path", self._url)]
+        upgrade = next((v for k, v in self._headers if k == b"upgrade"), b"").strip().lower()
+        websocket = self._parser.should_upgrade() and upgrade == b"websocket" and method == b"GET"
+        headers = [(b":method", b"CONNECT" if websocket else method), (b":scheme", b"http"),
+                   (b":authority", authority), (b":path", self._url)]
+        if websocket:
+            headers.append((b":protocol", b"websocket"))  # RFC 8441 §5: the upgrade as extended CONNECT
         headers += [(k, v) for k, v in self._headers
-                    if k not in h2rules.HOP_BY_HOP and k not in (b"host", b"content-length", b"expect")]
+                    if k not in h2rules.HOP_BY_HOP and k not in (b"host", b"content-length", b"expect",
+                                                                 b"sec-websocket-key")]
         response = _Response(self, headers, head_only=method == b"HEAD")
+        if websocket:
+            response.websocket_key = next((v for k, v in self._headers if k == b"sec-websocket-key"), b"")
         self.responses.append(response)
         self._current = response
         self._queue(response, "head", b"")
@@ -194,7 +228,8 @@ class H1OverH2Transport(asyncio.Transport):
 
     def on_message_complete(self) -> None:
         assert self._current is not None
-        self._queue(self._current, "end", b"")
+        if self._current.websocket_key is None:  # a WebSocket's stream stays open for its frames
+            self._queue(self._current, "end", b"")
 
     # ---- toward the upstream ----
 

@@ -343,10 +343,8 @@ class H2Edge(H2Shell):
 
     def _start_h2c(self, stream_id: int, tunnel: Tunnel, request: h2rules.H2Request, drop: frozenset[bytes],
                    path: bytes, *, has_body: bool, accept: bytes | None, name: str) -> None:
-        """A request for an h2c upstream: one stream on a pooled upstream HTTP/2 connection."""
-        if request.protocol is not None:
-            self._answer(stream_id, 501, "WebSocket to an h2c upstream is not relayed yet", accept, name)
-            return
+        """A request for an h2c upstream: one stream on a pooled upstream HTTP/2 connection. An extended
+        CONNECT (WebSocket) stays one: the upstream answers 200 and the stream carries the frames."""
         headers = h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                               drop=drop, path=path)
         exchange = _Exchange(self, stream_id, tunnel, request, b"", chunked=False, h2_headers=headers)

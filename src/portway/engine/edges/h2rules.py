@@ -112,6 +112,8 @@ def h2_upstream_headers(request: H2Request, *, client_ip: str, scheme: bytes, dr
     other connection-specific headers are not."""
     out = [(b":method", request.method), (b":scheme", upstream_scheme), (b":authority", request.authority),
            (b":path", path if path is not None else request.path)]
+    if request.protocol is not None:  # WebSocket over HTTP/2 (RFC 8441) goes on as extended CONNECT
+        out.append((b":protocol", request.protocol))
     forwarded_for: bytes | None = None
     for name, value in request.headers:
         if name == b"te" and value.strip().lower() == b"trailers":
