@@ -182,3 +182,45 @@ async def test_a_refused_websocket_upgrade_is_relayed_as_a_response(engine: Engi
             assert bytes(client.data) == b"no"
         finally:
             client.writer.close()
+
+
+async def test_plain_connect_over_http2_is_relayed_to_the_upstream(engine: EngineHandle) -> None:
+    """RFC 9113 §8.5 CONNECT from an HTTP/2 visitor becomes `CONNECT host:port` upstream; a 2xx turns the
+    stream into a byte relay, anything else is relayed as a response."""
+    seen: list[bytes] = []
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n", 1)[0])
+        if b"forbidden" in head.split(b"\r\n", 1)[0]:
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno")
+        else:
+            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            while data := await reader.read(65536):
+                writer.write(data[::-1])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    try:
+        async with forwarded_hostname(engine, server.sockets[0].getsockname()[1]) as hostname:
+            for target, expected in ((b"db.internal:5432", 200), (b"forbidden.internal:1", 403)):
+                client = await h2_connect(engine, hostname)
+                try:
+                    client.conn.initiate_connection()
+                    client.conn.send_headers(1, [(b":method", b"CONNECT"), (b":authority", target)])
+                    client.flush()
+                    while client.status is None:
+                        await client.pump()
+                    assert client.status == expected
+                    if expected == 200:
+                        client.conn.send_data(1, b"hello", end_stream=True)
+                        client.flush()
+                        while not client.ended:
+                            await client.pump()
+                        assert bytes(client.data) == b"olleh"
+                finally:
+                    client.writer.close()
+            assert seen == [b"CONNECT db.internal:5432 HTTP/1.1", b"CONNECT forbidden.internal:1 HTTP/1.1"]
+    finally:
+        server.close()

@@ -67,9 +67,13 @@ def test_chunked_body_and_dropped_credentials() -> None:
 def test_authority_falls_back_to_host_and_plain_connect_is_refused() -> None:
     req = parse_request([(b":method", b"GET"), (b":path", b"/"), (b"host", b"h.t.localhost")])
     assert req.authority == b"h.t.localhost"
-    with pytest.raises(Reject) as caught:
-        parse_request([(b":method", b"CONNECT"), (b":authority", b"db:5432")])
-    assert caught.value.status == 501
+    connect = parse_request([(b":method", b"CONNECT"), (b":authority", b"db:5432")])
+    assert connect.connect and connect.path == connect.authority == b"db:5432"
+    for bad in ([(b":method", b"CONNECT"), (b":authority", b"db")],
+                [(b":method", b"CONNECT"), (b":authority", b"db:5432"), (b":path", b"/")]):
+        with pytest.raises(Reject) as caught:
+            parse_request(bad)
+        assert caught.value.status == 400
     with pytest.raises(Reject) as caught:
         parse_request([(b":method", b"GET"), (b":path", b"/")])
     assert caught.value.status == 400

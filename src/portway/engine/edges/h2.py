@@ -168,7 +168,7 @@ class H1Leg:
     def begin(self, exchange: _Exchange) -> None:
         self.exchange = exchange
         self.upstream.start(exchange, head_only=exchange.request.method == b"HEAD",
-                            upgrade=exchange.websocket_key is not None)
+                            upgrade=exchange.websocket_key is not None, connect=exchange.request.connect)
         self.upstream.send(exchange.head)
 
     def body(self, data: bytes) -> None:
@@ -179,7 +179,7 @@ class H1Leg:
         assert self.exchange is not None
         if self.exchange.chunked:
             self.upstream.send(h2rules.LAST_CHUNK)
-        elif self.exchange.websocket_key is not None and self.upstream.raw:
+        elif (self.exchange.websocket_key is not None or self.exchange.request.connect) and self.upstream.raw:
             self.upstream.send_eof()
 
     def pause(self) -> None:
@@ -284,7 +284,8 @@ class H2Edge(H2Shell):
             self._answer(stream_id, error.status, error.detail, None)
             return
         accept = request.header(b"accept")
-        name = _host_of(request.authority)
+        # A plain CONNECT names its target, not the tunnel: it is routed by the TLS server name.
+        name = (self.sni or "") if request.connect else _host_of(request.authority)
         if name in ("", self.ctx.host) or name.replace(".", "").isdigit() or name.startswith("["):
             self._answer_locally(stream_id, request)
             return
@@ -316,7 +317,11 @@ class H2Edge(H2Shell):
                 return
         has_body = event.stream_ended is None
         websocket = request.protocol is not None
-        chunked = has_body and not websocket and request.header(b"content-length") is None
+        switching = websocket or request.connect  # the stream becomes a byte relay once the upstream agrees
+        chunked = has_body and not switching and request.header(b"content-length") is None
+        if request.connect and tunnel.props.http_version == "h2c":
+            self._answer(stream_id, 501, "CONNECT to an h2c upstream is not relayed", accept, name)
+            return
         if tunnel.props.http_version == "h2c":
             self._start_h2c(stream_id, tunnel, request, drop, path, has_body=has_body, accept=accept, name=name)
             return
@@ -326,7 +331,7 @@ class H2Edge(H2Shell):
         # With upstream TLS the upstream may pick HTTP/2 by ALPN: the request is kept in both forms.
         h2_headers = (h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                                   drop=drop, path=path, upstream_scheme=b"https")
-                      if upstream_tls(tunnel) and not websocket else None)
+                      if upstream_tls(tunnel) and not switching else None)
         exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key,
                              h2_headers=h2_headers)
         if not has_body:

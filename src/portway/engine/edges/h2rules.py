@@ -32,6 +32,7 @@ class H2Request:
     authority: bytes
     headers: tuple[tuple[bytes, bytes], ...]  # regular headers, names lowercase, in order
     protocol: bytes | None = None  # :protocol of an extended CONNECT (RFC 8441)
+    connect: bool = False  # a plain CONNECT: `path` and `authority` are its target host:port
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -54,7 +55,12 @@ def parse_request(headers: list[tuple[bytes, bytes]]) -> H2Request:
     if authority is None:
         authority = next((v for k, v in regular if k == b"host"), b"")
     if method == b"CONNECT" and b":protocol" not in pseudo:
-        raise Reject(501, "plain CONNECT over HTTP/2 is not relayed; use HTTP/1.1")
+        # RFC 9113 §8.5: only :method and :authority (the target, host:port); relayed as CONNECT host:port.
+        target = pseudo.get(b":authority", b"")
+        host, sep, port = target.rpartition(b":")
+        if not sep or not host or not port.isdigit() or b":path" in pseudo or b":scheme" in pseudo:
+            raise Reject(400, "CONNECT needs :authority host:port and no :path or :scheme")
+        return H2Request(method, target, target, tuple(regular), None, connect=True)
     protocol = pseudo.get(b":protocol")
     if protocol is not None and (method != b"CONNECT" or protocol.lower() != b"websocket"):
         raise Reject(501, "only the websocket protocol is relayed by extended CONNECT")

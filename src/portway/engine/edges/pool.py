@@ -55,6 +55,7 @@ class UpstreamH1(Pipe):
         self._done = True
         self._until_close = False
         self._upgrade = False  # the request asked to switch protocols (WebSocket)
+        self._connect = False  # the request is a CONNECT: a 2xx turns the connection into a tunnel
         self.raw = False  # switched: bytes relayed as they are, both ways, until either side closes
         self.reusable = False
 
@@ -71,10 +72,12 @@ class UpstreamH1(Pipe):
 
     # ---- one exchange ----
 
-    def start(self, sink: ResponseSink, *, head_only: bool, upgrade: bool = False) -> None:
-        """Serve a new request: responses now go to `sink`. With `upgrade`, a 101 switches to raw bytes."""
+    def start(self, sink: ResponseSink, *, head_only: bool, upgrade: bool = False, connect: bool = False) -> None:
+        """Serve a new request: responses now go to `sink`. With `upgrade`, a 101 switches to raw bytes;
+        with `connect`, a 2xx does (RFC 9110 §9.3.6)."""
         self.sink = sink
         self._upgrade = upgrade
+        self._connect = connect
         self._parser = httptools.HttpResponseParser(self)
         self._headers = []
         self._head_bytes = 0
@@ -177,6 +180,11 @@ class UpstreamH1(Pipe):
         if 100 <= status < 200:
             self._headers = []  # interim response (100 Continue, 103 Early Hints): not relayed
             return
+        if self._connect and 200 <= status < 300:
+            self.raw = True  # what follows the head is the tunnel's bytes (on_body passes them on)
+            if self.sink is not None:
+                self.sink.response_head(status, self._headers)
+            return
         names = {name.lower() for name, _ in self._headers}
         self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
         if self.sink is not None:
@@ -185,7 +193,8 @@ class UpstreamH1(Pipe):
             self._finish(reusable=self._parser.should_keep_alive() and not self._until_close)
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None and not self._done and not self.raw:
+        # After a 2xx to CONNECT the parser takes the tunnel's bytes for a close-delimited body: pass them on.
+        if self.sink is not None and not self._done:
             self.sink.response_body(bytes(body))
 
     def on_message_complete(self) -> None:
