@@ -262,3 +262,21 @@ async def test_http1_websocket_upgrade_to_an_h2c_upstream(engine: EngineHandle) 
             writer.close()
         assert upstream.requests[-1][b":method"] == b"CONNECT"
         assert upstream.requests[-1][b":protocol"] == b"websocket"
+
+
+async def test_pipelined_http1_requests_get_their_responses_in_order(engine: EngineHandle) -> None:
+    """The upstream answers the second request first (the first is slow): the visitor still reads them in
+    request order, the later one held meanwhile."""
+    async with h2c_tunnel(engine) as (hostname, _):
+        reader, writer = await engine.open_visitor(hostname)
+        try:
+            writer.write(f"GET /slow-first HTTP/1.1\r\nHost: {hostname}\r\n\r\n"
+                         f"GET /fast-second HTTP/1.1\r\nHost: {hostname}\r\n\r\n".encode())
+            received = b""
+            while received.count(b"0\r\n\r\n") < 2:
+                chunk = await asyncio.wait_for(reader.read(65536), WAIT_S)
+                assert chunk
+                received += chunk
+        finally:
+            writer.close()
+        assert received.index(b"GET /slow-first") < received.index(b"GET /fast-second")

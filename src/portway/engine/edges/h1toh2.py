@@ -45,7 +45,11 @@ class _Response:
         if self.bridge.responses and self.bridge.responses[0] is self:
             self.bridge.deliver(data)
         else:
+            # Waiting behind an earlier response: stop acknowledging the upstream's DATA, so its HTTP/2
+            # window (not this buffer) bounds what is held.
             self.held.append(data)
+            if self.leg is not None:
+                self.leg.pause()
 
     # ---- H2Sink ----
 
@@ -282,6 +286,8 @@ class H1OverH2Transport(asyncio.Transport):
                 for data in nxt.held:
                     self.deliver(data)
                 nxt.held.clear()
+                if nxt.leg is not None and not self._paused:
+                    nxt.leg.resume()
 
     def writable(self, writable: bool) -> None:
         if self.protocol is not None:
