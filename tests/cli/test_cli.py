@@ -42,8 +42,9 @@ PORTWAY = [sys.executable, "-m", "portway"]
 def cli_env(**extra: str) -> dict[str, str]:
     """The test's environment without engine/agent settings that would change what the CLI does."""
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("RSTREAM_", "PORTWAY_ENGINE"))}
+           if not key.startswith(("RSTREAM_", "PORTWAY_ENGINE", "PORTWAY_CONFIG"))}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PORTWAY_CONFIG"] = os.devnull  # never the developer's own ~/.portway/config.yaml
     return env | extra
 
 

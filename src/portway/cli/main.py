@@ -18,6 +18,9 @@ import click
 
 from portway import __version__
 from portway.agent import Client, TLSOptions, Tunnel, keep_tunnel
+from portway.cli.config import config_path, resolve
+from portway.cli.config import load as load_cli_config
+from portway.cli.contexts import context_group
 from portway.cli.demo import start_demo_service
 from portway.cli.runtime import run, setup_logging, until_signal
 from portway.engine import Engine, load_config
@@ -38,7 +41,11 @@ def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
 @click.version_option(__version__, prog_name="portway")
 @click.option("-l", "--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity (stderr).")
-def cli(log_level: str) -> None:
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="CLI configuration file ($PORTWAY_CONFIG; default ~/.portway/config.yaml; rstream's works too).")
+@click.option("--context", "context_name", help="Use this context ($RSTREAM_CONTEXT; default: the file's default).")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, config_file: str | None, context_name: str | None) -> None:
     """Portway: self-hosted tunnels, wire-compatible with rstream.
 
     \b
@@ -48,6 +55,11 @@ def cli(log_level: str) -> None:
       portway forward 8080 --engine localhost:8443 --token-file token --engine-tls-ca-file ca.pem
     """
     setup_logging(log_level)
+    ctx.obj = {"config_path": config_path(config_file, os.environ), "context": context_name}
+
+
+cli.add_command(context_group)
+cli.add_command(context_group, name="ctx")
 
 
 # ---------------------------------------------------------------- engine
@@ -151,28 +163,32 @@ def _labels(values: tuple[str, ...]) -> dict[str, str]:
     return labels
 
 
-def _client(engine_addr: str, token: str | None, token_file: str | None, ca_file: str | None,
-            insecure: bool) -> Client:
+def _client(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
+            ca_file: str | None, insecure: bool) -> Client:
+    """An agent client from flags > environment > context (see cli/config.py)."""
     if token_file:
         try:
             token = Path(token_file).read_text().strip()
         except OSError as error:
             _fail(f"cannot read token file: {error.strerror}", code=2)
     try:
-        return Client(engine_addr, token, tls=TLSOptions(ca_file=ca_file, insecure_skip_verify=insecure))
+        config = load_cli_config(ctx.obj["config_path"])
+        where = resolve(config, ctx.obj["context"], engine=engine_addr, token=token, ca_file=ca_file,
+                        insecure=insecure, environ=os.environ)
+        return Client(where.engine, where.token, tls=TLSOptions(ca_file=where.ca_file, server_name=where.server_name,
+                                                               insecure_skip_verify=where.insecure))
     except ConfigError as error:
-        _fail(str(error), code=2)
+        _fail(str(error), "see: portway context list", code=2)
         raise
 
 
 def _agent_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--engine", "engine_addr", envvar="RSTREAM_ENGINE", default="localhost:8443",
-                     show_default=True, help="Engine host:port ($RSTREAM_ENGINE).")(f)
-    f = click.option("--token", envvar="RSTREAM_AUTHENTICATION_TOKEN",
-                     help="Token ($RSTREAM_AUTHENTICATION_TOKEN).")(f)
+    f = click.option("--engine", "engine_addr",
+                     help="Engine host:port ($RSTREAM_ENGINE, else the context's, else localhost:8443).")(f)
+    f = click.option("--token", help="Token ($RSTREAM_AUTHENTICATION_TOKEN, else the context's).")(f)
     f = click.option("--token-file", type=click.Path(dir_okay=False), help="Read the token from a file.")(f)
-    f = click.option("--engine-tls-ca-file", "ca_file", envvar="PORTWAY_ENGINE_TLS_CA_FILE",
-                     type=click.Path(dir_okay=False), help="Trust this CA for the engine.")(f)
+    f = click.option("--engine-tls-ca-file", "ca_file", type=click.Path(dir_okay=False),
+                     help="Trust this CA for the engine ($PORTWAY_ENGINE_TLS_CA_FILE, else the context's).")(f)
     f = click.option("--insecure-skip-verify", "insecure", is_flag=True,
                      help="Do not verify the engine certificate (diagnostics only).")(f)
     return f
@@ -195,12 +211,14 @@ def _agent_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--token-auth", is_flag=True, help="Every HTTP request needs a valid token (--http).")
 @click.option("--retry/--no-retry", default=True, show_default=True, help="Reconnect when the engine goes away.")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def forward(target: str | None, engine_addr: str, token: str | None, token_file: str | None, ca_file: str | None,
+@click.pass_context
+def forward(ctx: click.Context, target: str | None, engine_addr: str | None, token: str | None,
+            token_file: str | None, ca_file: str | None,
             insecure: bool, protocol: str, name: str | None, publish: bool, labels: tuple[str, ...],
             hostname: str | None, port: int | None, trusted_ips: tuple[str, ...], geoip: tuple[str, ...],
             token_auth: bool, retry: bool, output: str) -> None:
     """Expose a local service ([HOST:]PORT, default 127.0.0.1:8080) through an engine."""
-    client = _client(engine_addr, token, token_file, ca_file, insecure)
+    client = _client(ctx, engine_addr, token, token_file, ca_file, insecure)
     spec = TunnelProperties(protocol=protocol if publish or protocol != "http" else None, name=name,
                             publish=publish, labels=_labels(labels), hostname=hostname, port=port,
                             trusted_ips=_list(trusted_ips), geoip=tuple(c.upper() for c in _list(geoip)),
@@ -296,14 +314,15 @@ async def _up(server: Engine, state: EngineState, target: str | None) -> None:
               help="At the end of stdin, send end-of-stream and keep reading. Off by default, as in "
                    "rstream's nc for rstrm:// targets: agents such as the official Python SDK end the whole "
                    "stream at end-of-stream, and their answer would be lost.")
-def nc(endpoint: str, engine_addr: str, token: str | None, token_file: str | None, ca_file: str | None,
-       insecure: bool, half_close: bool) -> None:
+@click.pass_context
+def nc(ctx: click.Context, endpoint: str, engine_addr: str | None, token: str | None, token_file: str | None,
+       ca_file: str | None, insecure: bool, half_close: bool) -> None:
     """Connect stdin/stdout to a private tunnel: portway nc rstrm://NAME.
 
     Runs until the service ends the stream (the end of stdin alone does not end it)."""
     if not endpoint.startswith("rstrm://") or len(endpoint) <= len("rstrm://"):
         _fail(f"invalid endpoint {endpoint!r}", "use rstrm://NAME-OR-ID", code=2)
-    client = _client(engine_addr, token, token_file, ca_file, insecure)
+    client = _client(ctx, engine_addr, token, token_file, ca_file, insecure)
     run(_netcat(client, endpoint[len("rstrm://"):], half_close))
 
 
