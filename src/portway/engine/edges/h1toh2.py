@@ -166,9 +166,9 @@ class H1OverH2Transport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         self._paused = False
-        for response in self.responses:
-            if response.leg is not None:
-                response.leg.resume()
+        head = self.responses[0] if self.responses else None  # held ones resume in turn (advance)
+        if head is not None and head.leg is not None:
+            head.leg.resume()
 
     def is_reading(self) -> bool:
         return not self._paused
@@ -209,6 +209,9 @@ class H1OverH2Transport(asyncio.Transport):
 
     def on_headers_complete(self) -> None:
         method = self._parser.get_method()
+        if method == b"CONNECT":  # no HTTP/2 translation here: refused (501) when the parser stops after it
+            self._current = None
+            return
         authority = next((v for k, v in self._headers if k == b"host"), b"")
         upgrade = next((v for k, v in self._headers if k == b"upgrade"), b"").strip().lower()
         websocket = self._parser.should_upgrade() and upgrade == b"websocket" and method == b"GET"
@@ -227,12 +230,12 @@ class H1OverH2Transport(asyncio.Transport):
         self._queue(response, "head", b"")
 
     def on_body(self, body: bytes) -> None:
-        assert self._current is not None
-        self._queue(self._current, "body", bytes(body))
+        if self._current is not None:
+            self._queue(self._current, "body", bytes(body))
 
     def on_message_complete(self) -> None:
-        assert self._current is not None
-        if self._current.websocket_key is None:  # a WebSocket's stream stays open for its frames
+        # A WebSocket's stream stays open for its frames.
+        if self._current is not None and self._current.websocket_key is None:
             self._queue(self._current, "end", b"")
 
     # ---- toward the upstream ----

@@ -72,12 +72,19 @@ class _Exchange:
     trailers: list[tuple[bytes, bytes]] | None = None
     response_ended: bool = False
     finished: bool = False
+    switched: bool = False  # a WebSocket/CONNECT the upstream accepted: the stream is a byte relay now
+
+    @property
+    def holding(self) -> bool:
+        """A WebSocket/CONNECT not yet accepted: its bytes wait (unacknowledged), and are dropped if the
+        upstream refuses — they must never reach it as HTTP."""
+        return (self.websocket_key is not None or self.request.connect) and not self.switched
 
     # ---- request side ----
 
     def request_body(self, data: bytes, flow_length: int) -> None:
         if data:
-            if self.leg is None:
+            if self.leg is None or self.holding:
                 self.queued.append(data)
             else:
                 self.leg.body(data)
@@ -86,17 +93,28 @@ class _Exchange:
 
     def end_request(self) -> None:
         self.request_ended = True
-        if self.leg is not None:
+        if self.leg is not None and not self.holding:
             self.leg.end()
 
     def attach(self, leg: RequestLeg) -> None:
         self.leg = leg
         leg.begin(self)
+        if not self.holding:
+            self._release_queued()
+        self.edge.acknowledge(self)
+
+    def _release_queued(self) -> None:
+        assert self.leg is not None
         for data in self.queued:
-            leg.body(data)
+            self.leg.body(data)
         self.queued.clear()
         if self.request_ended:
-            leg.end()
+            self.leg.end()
+
+    def _switch(self) -> None:
+        """The upstream accepted the WebSocket/CONNECT: what the visitor sent meanwhile goes now."""
+        self.switched = True
+        self._release_queued()
         self.edge.acknowledge(self)
 
     # ---- ResponseSink ----
@@ -111,11 +129,18 @@ class _Exchange:
                 return
             self.status = 200
             self.edge.send_head(self, h2rules.websocket_response_headers(headers))
-            if self.request_ended and self.leg is not None:
-                self.leg.end()  # the visitor already finished sending: half-close the switched connection
+            self._switch()
+            return
+        if self.websocket_key is not None and 200 <= status < 300:  # RFC 8441 would read it as accepted
+            self.edge.fail_exchange(self, 502, "the service behind this tunnel answered the WebSocket upgrade "
+                                    "without switching protocols")
             return
         self.status = status
         self.edge.send_head(self, h2rules.h2_response_headers(status, headers))
+        if self.request.connect and 200 <= status < 300:
+            self._switch()
+        elif self.holding:
+            self.queued.clear()  # refused: the held bytes are dropped (their credit is returned at the end)
 
     def response_body(self, data: bytes) -> None:
         self.pending.append(data)
@@ -181,15 +206,23 @@ class H1Leg:
             self.upstream.send(h2rules.LAST_CHUNK)
         elif (self.exchange.websocket_key is not None or self.exchange.request.connect) and self.upstream.raw:
             self.upstream.send_eof()
+        if self._serving():
+            self.upstream.request_complete = True  # only then may the connection go back to the pool
+
+    def _serving(self) -> bool:
+        """Still this exchange's connection (it may be back in the pool, serving someone else)."""
+        return self.upstream.sink is self.exchange
 
     def pause(self) -> None:
-        self.upstream.pause()
+        if self._serving():
+            self.upstream.pause()
 
     def resume(self) -> None:
-        self.upstream.resume()
+        if self._serving():
+            self.upstream.resume()
 
     def detach(self) -> None:
-        if self.upstream.sink is self.exchange:
+        if self._serving():
             self.upstream.detach()
 
 
@@ -316,6 +349,12 @@ class H2Edge(H2Shell):
                              accept, name, extra=[(b"www-authenticate", challenge)])
                 return
         has_body = event.stream_ended is None
+        length = request.header(b"content-length")
+        if not has_body and length is not None and length.strip() != b"0":
+            # h2 checks content-length against DATA only when there is DATA: a head that ends the stream while
+            # announcing a body would leave an HTTP/1.1 upstream waiting for bytes that never come (RFC 9113 §8.1.1).
+            self._answer(stream_id, 400, "content-length announces a body the request does not have", accept, name)
+            return
         websocket = request.protocol is not None
         switching = websocket or request.connect  # the stream becomes a byte relay once the upstream agrees
         chunked = has_body and not switching and request.header(b"content-length") is None
@@ -433,7 +472,8 @@ class H2Edge(H2Shell):
 
     def acknowledge(self, exchange: _Exchange) -> None:
         """Open the visitor's window for request bytes once the upstream takes them."""
-        if exchange.unacked and exchange.leg is not None and exchange.writable and not exchange.finished:
+        if (exchange.unacked and exchange.leg is not None and exchange.writable and not exchange.finished
+                and not exchange.holding):
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self.conn.acknowledge_received_data(exchange.unacked, exchange.stream_id)
             exchange.unacked = 0
@@ -486,18 +526,30 @@ class H2Edge(H2Shell):
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self.conn.reset_stream(exchange.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
             self.flush()
-        else:
-            self._answer(exchange.stream_id, status, detail, exchange.request.header(b"accept"),
-                         _host_of(exchange.request.authority))
+        else:  # the page only: _finish counts and logs the exchange once
+            accept = exchange.request.header(b"accept")
+            body, content_type = error_body(status, _host_of(exchange.request.authority), detail,
+                                            accept.decode("latin-1") if accept else None)
+            self._respond(exchange.stream_id, status, body, content_type, None)
         exchange.status = exchange.status or status
         self._finish(exchange)
         if exchange.leg is not None:
             exchange.leg.detach()
 
+    def _credit(self, exchange: _Exchange) -> None:
+        """Give back the window of request bytes never acknowledged (a stream that ended, failed or was
+        reset): h2 credits the connection window even for a closed stream, and without it the visitor's
+        other uploads would stall for good."""
+        if exchange.unacked:
+            self.conn.acknowledge_received_data(exchange.unacked, exchange.stream_id)
+            exchange.unacked = 0
+            self.flush()
+
     def _finish(self, exchange: _Exchange) -> None:
         if exchange.finished:
             return
         exchange.finished = True
+        self._credit(exchange)
         self.exchanges.pop(exchange.stream_id, None)
         counters = self.ctx.counters
         counters.count(counters.http_responses, exchange.status)
@@ -509,6 +561,8 @@ class H2Edge(H2Shell):
     def _abandon(self, exchange: _Exchange) -> None:
         """The visitor reset the stream or left: an upstream mid-request cannot be reused."""
         exchange.finished = True
+        if self.transport is not None and not self.transport.is_closing():
+            self._credit(exchange)
         if exchange.leg is not None:
             exchange.leg.detach()
 

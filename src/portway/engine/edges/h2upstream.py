@@ -71,11 +71,13 @@ class H2Leg:
 
     def begin(self, sink: H2Sink) -> None:
         self.sink = sink
-        self.stream_id = self.upstream.open(self, self.headers, end_stream=self.end_on_head)
         if self.end_on_head:
             self.ending = self.end_sent = True
+        self.upstream.open(self, self.headers, end_stream=self.end_on_head)
 
     def body(self, data: bytes) -> None:
+        if self.done:
+            return  # the upstream already ended this stream: nothing more goes to it, nothing is kept
         self.queued.append(data)
         self.queued_bytes += len(data)
         self.upstream.send_queued(self)
@@ -115,6 +117,8 @@ class UpstreamH2(H2Shell):
         upstream = cls(tunnel, pool)
         agent.transport.set_protocol(upstream)
         upstream.connection_made(agent.transport)
+        if agent.closed:
+            upstream.closed = True  # never offered by the pool (has_room is false)
         return upstream
 
     @property
@@ -125,12 +129,21 @@ class UpstreamH2(H2Shell):
 
     # ---- used by legs ----
 
-    def open(self, leg: H2Leg, headers: list[tuple[bytes, bytes]], *, end_stream: bool) -> int:
+    def open(self, leg: H2Leg, headers: list[tuple[bytes, bytes]], *, end_stream: bool) -> None:
+        """Start `leg`'s stream; a head HTTP/2 cannot carry fails the leg (502), not the connection."""
         stream_id = self.conn.get_next_available_stream_id()
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=end_stream)
+        except h2.exceptions.ProtocolError as error:
+            log.info("tunnel %s: request not relayable to the HTTP/2 upstream: %s", self.tunnel.id, error)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            leg.stream_id = stream_id
+            self._fail_leg(leg, "the request could not be relayed to the service behind this tunnel")
+            return
+        leg.stream_id = stream_id
         self.legs[stream_id] = leg
-        self.conn.send_headers(stream_id, headers, end_stream=end_stream)
         self.flush()
-        return stream_id
 
     def send_queued(self, leg: H2Leg) -> None:
         """Send a leg's body within the upstream's windows, then its end; tell the visitor side to hold
@@ -164,8 +177,14 @@ class UpstreamH2(H2Shell):
 
     def acknowledge(self, leg: H2Leg) -> None:
         if leg.unacked and not leg.paused and not leg.done:
-            with contextlib.suppress(h2.exceptions.StreamClosedError):
-                self.conn.acknowledge_received_data(leg.unacked, leg.stream_id)
+            self._credit(leg)
+
+    def _credit(self, leg: H2Leg) -> None:
+        """Give back the window of response bytes taken for `leg`. Called when a leg ends in any way too:
+        h2 then credits the connection window even though the stream is closed, and without that a leg
+        that ended paused would drain the connection window for every other request on it."""
+        if leg.unacked:
+            self.conn.acknowledge_received_data(leg.unacked, leg.stream_id)
             leg.unacked = 0
             self.flush()
 
@@ -173,6 +192,7 @@ class UpstreamH2(H2Shell):
         if leg.done:
             return
         leg.done = True
+        self._credit(leg)
         self.legs.pop(leg.stream_id, None)
         if leg.stream_id:
             with contextlib.suppress(h2.exceptions.StreamClosedError):
@@ -240,6 +260,13 @@ class UpstreamH2(H2Shell):
 
     def _end_leg(self, leg: H2Leg) -> None:
         leg.done = True
+        self._credit(leg)
+        if not leg.end_sent:  # answered before the whole request was sent: cancel the rest, free the slot
+            leg.queued.clear()
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.conn.reset_stream(leg.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            if leg.sink is not None:
+                leg.sink.upstream_writable(True)
         self.legs.pop(leg.stream_id, None)
         sink, leg.sink = leg.sink, None
         if sink is not None:
@@ -248,6 +275,8 @@ class UpstreamH2(H2Shell):
 
     def _fail_leg(self, leg: H2Leg, reason: str) -> None:
         leg.done = True
+        if not self.closed and leg.stream_id:
+            self._credit(leg)
         self.legs.pop(leg.stream_id, None)
         sink, leg.sink = leg.sink, None
         if sink is not None:
@@ -310,6 +339,8 @@ class H2UpstreamPool:
         """A stream ended: an idle connection starts its idle clock; one going away closes when empty."""
         if upstream.legs:
             return
+        if upstream.closed or upstream not in self._connections.get(upstream.tunnel, ()):
+            return  # gone (forgotten) or never pooled: no idle clock for it
         if upstream.going_away:
             upstream.close()
             return

@@ -57,6 +57,7 @@ class UpstreamH1(Pipe):
         self._upgrade = False  # the request asked to switch protocols (WebSocket)
         self._connect = False  # the request is a CONNECT: a 2xx turns the connection into a tunnel
         self.raw = False  # switched: bytes relayed as they are, both ways, until either side closes
+        self.request_complete = False  # the whole request was written (set by the request's leg)
         self.reusable = False
 
     @classmethod
@@ -84,6 +85,7 @@ class UpstreamH1(Pipe):
         self._head_only = head_only
         self._done = False
         self._until_close = False
+        self.request_complete = False
         self.reusable = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
@@ -165,6 +167,10 @@ class UpstreamH1(Pipe):
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
+        if self._done:  # a second response in the same read, with no request for it: a broken upstream
+            log.info("tunnel %s: upstream sent a response nobody asked for; closing it", self.tunnel.id)
+            self.abort()
+            return
         status = self._parser.get_status_code()
         if self._head_bytes > MAX_RESPONSE_HEAD_BYTES or len(self._headers) > MAX_RESPONSE_HEADERS:
             self._fail("the service behind this tunnel sent a response head that is too large")
@@ -214,7 +220,11 @@ class UpstreamH1(Pipe):
 
     def _finish(self, *, reusable: bool) -> None:
         self._done = True
-        self.reusable = reusable and not self.closed
+        # Reusable only at a clean boundary both ways: an upstream that answered before reading the whole
+        # request (a 401 to an upload, a smuggling attempt) still expects its bytes, and a refused upgrade
+        # or CONNECT leaves the connection in an unknown state.
+        self.reusable = (reusable and not self.closed and self.request_complete
+                         and not self._upgrade and not self._connect)
         sink, self.sink = self.sink, None
         if sink is not None:
             sink.response_end()
@@ -252,6 +262,9 @@ class UpstreamPool:
             upstream.close()
             return
         idle = self._idle.setdefault(upstream.tunnel, [])
+        if upstream in idle:
+            return
+        upstream.resume()  # a response paused for a slow visitor may have left reading off
         if len(idle) >= MAX_IDLE_PER_TUNNEL:
             upstream.close()
             return
