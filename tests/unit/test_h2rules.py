@@ -111,3 +111,11 @@ def test_any_valid_h2_request_becomes_a_parseable_h1_head(headers: list[tuple[by
 def test_chunk_encoding() -> None:
     assert h2rules.chunk(b"hello") == b"5\r\nhello\r\n"
     assert h2rules.chunk(b"x" * 255).startswith(b"ff\r\n")
+
+
+@pytest.mark.parametrize(("method", "path"), [(b"GET X", b"/"), (b"GET", b"/a b"), (b"GET", b"/a\x7f"),
+                                              (b"G\x01T", b"/")])
+def test_what_an_http1_request_line_cannot_carry_is_refused(method: bytes, path: bytes) -> None:
+    with pytest.raises(Reject) as caught:
+        request(method=method, path=path)
+    assert caught.value.status == 400

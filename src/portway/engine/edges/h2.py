@@ -45,6 +45,7 @@ MAX_CONCURRENT_STREAMS = 100
 MAX_HEADER_LIST_BYTES = 64 * 1024
 # Response bytes held per request beyond the visitor's window before the upstream stops being read.
 RESPONSE_BUFFER_BYTES = 256 * 1024
+CONNECTION_WINDOW_BYTES = 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -256,6 +257,9 @@ class H2Edge(H2Shell):
             h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,  # WebSocket over HTTP/2 (RFC 8441)
         })
         self.conn.initiate_connection()
+        # A connection window larger than one stream's, so one stalled upload cannot block the others;
+        # the per-stream windows (64 KiB × at most 100 streams) still bound what is buffered.
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES)
         self.flush()
         self._arm_idle_timer()
 

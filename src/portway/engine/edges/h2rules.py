@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from portway.engine.edges.h1rules import Reject, forwarded
+from portway.engine.edges.h1rules import Reject, forwarded, is_token
 
 # Connection-specific headers (RFC 9113 §8.2.2, RFC 9110 §7.6.1): never forwarded across versions.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
@@ -67,6 +67,9 @@ def parse_request(headers: list[tuple[bytes, bytes]]) -> H2Request:
     path = pseudo.get(b":path", b"")
     if not path or not authority:
         raise Reject(400, "the request has no path or authority")
+    # h2 allows spaces and other bytes an HTTP/1.1 request line cannot carry: refuse them here.
+    if not is_token(method) or any(byte <= 0x20 or byte == 0x7F for byte in path):
+        raise Reject(400, "the request method or path cannot be relayed")
     if len(path) > MAX_TARGET_BYTES:
         raise Reject(414, "the request target is too long")
     return H2Request(method, path, authority, tuple(regular), protocol)
