@@ -11,6 +11,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import pytest
 
 from tests.conftest import UNIT_S, EchoServer, EngineHandle, forwarded_hostname
@@ -22,19 +23,22 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 class Client:
     """A bare HTTP/2 client (h2) over real TLS to the engine, for frames httpx would never send."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, window: int | None = None) -> None:
         self.reader, self.writer = reader, writer
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        if window is not None:
+            self.conn.local_settings = h2.settings.Settings(
+                client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.conn.initiate_connection()
         self.events: list[h2.events.Event] = []
         self.flush()
 
     @classmethod
-    async def open(cls, engine: EngineHandle, hostname: str) -> Client:
+    async def open(cls, engine: EngineHandle, hostname: str, window: int | None = None) -> Client:
         ctx = engine.visitor_tls()
         ctx.set_alpn_protocols(["h2"])
         reader, writer = await asyncio.open_connection("127.0.0.1", engine.port, ssl=ctx, server_hostname=hostname)
-        return cls(reader, writer)
+        return cls(reader, writer, window)
 
     def flush(self) -> None:
         self.writer.write(self.conn.data_to_send())
@@ -191,5 +195,18 @@ async def test_cancelled_uploads_give_back_the_connection_window(engine: EngineH
                 client.flush()
             assert await client.pump(lambda: client.ended(sid))
             assert client.status(sid) == b"200"
+        finally:
+            client.close()
+
+
+async def test_an_error_page_larger_than_the_visitors_window_arrives_whole(engine: EngineHandle) -> None:
+    async with EchoServer(http=True) as upstream, forwarded_hostname(engine, upstream.port) as hostname:
+        client = await Client.open(engine, hostname, window=64)  # a stream window smaller than any page
+        try:
+            client.head(1, b"GET", b"/", "nobody.t.localhost", end=True)
+            assert await client.pump(lambda: client.ended(1))
+            body = b"".join(e.data for e in client.events
+                            if isinstance(e, h2.events.DataReceived) and e.stream_id == 1)
+            assert client.status(1) == b"404" and body.endswith(b"</html>") and len(body) > 64
         finally:
             client.close()

@@ -243,6 +243,7 @@ class H2Edge(H2Shell):
         self._tracked = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
+        self._pages: dict[int, bytes] = {}  # edge pages whose body waits for the visitor's window
 
     # ---- connection ----
 
@@ -309,6 +310,8 @@ class H2Edge(H2Shell):
             for exchange in list(targets):
                 if exchange is not None:
                     self.send_pending(exchange)
+            for stream_id in [s for s in self._pages if event.stream_id in (0, s)]:
+                self._send_page(stream_id)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.flush_now()
             self.close()
@@ -598,9 +601,28 @@ class H2Edge(H2Shell):
                    (b"server", b"portway"), *(extra or [])]
         try:
             self.conn.send_headers(stream_id, headers)
-            self.conn.send_data(stream_id, body, end_stream=True)  # error pages are far below any window
         except h2.exceptions.ProtocolError:
-            pass
+            return  # the stream is gone (reset by the visitor)
+        self._pages[stream_id] = body
+        self._send_page(stream_id)
+
+    def _send_page(self, stream_id: int) -> None:
+        """An edge page's body, within the windows: a visitor busy downloading elsewhere may have used the
+        connection window up, and the page then waits for a WINDOW_UPDATE like any response."""
+        body = self._pages.get(stream_id, b"")
+        try:
+            while body:
+                window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                self.conn.send_data(stream_id, body[:window], end_stream=len(body) <= window)
+                body = body[window:]
+        except h2.exceptions.ProtocolError:
+            body = b""  # reset meanwhile
+        if body:
+            self._pages[stream_id] = body
+        else:
+            self._pages.pop(stream_id, None)
         self.flush()
 
     # ---- helpers ----
