@@ -8,9 +8,7 @@ file that is then renamed over the old one, with mode 0600, because the file hol
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from portway.errors import ConfigError
+from portway.files import write_atomic
 
 DEFAULT_PATH = Path("~/.portway/config.yaml")
 
@@ -148,19 +147,7 @@ def dump(config: Config) -> dict[str, Any]:
 def save(path: Path, config: Config) -> None:
     """Write atomically with mode 0600 (the directory 0700): a failed write leaves the old file intact."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = yaml.safe_dump(dump(config), sort_keys=False)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    write_atomic(path, yaml.safe_dump(dump(config), sort_keys=False).encode(), 0o600)
 
 
 @dataclass(frozen=True, slots=True)

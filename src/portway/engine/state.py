@@ -21,7 +21,6 @@ import ipaddress
 import os
 import secrets
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from portway.errors import ConfigError
+from portway.files import write_atomic
 
 if sys.platform != "win32":
     import fcntl
@@ -105,33 +105,6 @@ def expected_server_names(engine_host: str) -> frozenset[_GeneralName]:
 
 # ------------------------------------------------------------------------------------------------------------
 # File helpers
-
-
-def _fsync_dir(directory: Path) -> None:
-    if sys.platform == "win32":  # pragma: no cover
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if sys.platform != "win32":
-                os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _tighten(path: Path, mode: int) -> None:
@@ -416,8 +389,8 @@ def _ensure_ca(
             return cert, key, False
     # Key first: after a crash between the two writes, a first-time run finds no ca.pem and starts over.
     cert, key = _new_ca(now)
-    _write_atomic(key_path, _key_pem(key), 0o600)
-    _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_atomic(key_path, _key_pem(key), 0o600)
+    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert, key, True
 
 
@@ -454,8 +427,8 @@ def _ensure_server(
         return False
     cert, key = _new_server(host, ca_cert, ca_key, now)
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
-    _write_atomic(directory / _SERVER_KEY, _key_pem(key), 0o600)
-    _write_atomic(directory / _SERVER_CERT, chain, 0o644)
+    write_atomic(directory / _SERVER_KEY, _key_pem(key), 0o600)
+    write_atomic(directory / _SERVER_CERT, chain, 0o644)
     return True
 
 
@@ -470,5 +443,5 @@ def _ensure_secret(directory: Path) -> tuple[str, bool]:
             _tighten(path, 0o600)
             return stored, False
     secret = secrets.token_urlsafe(32)
-    _write_atomic(path, (secret + "\n").encode("ascii"), 0o600)
+    write_atomic(path, (secret + "\n").encode("ascii"), 0o600)
     return secret, True
