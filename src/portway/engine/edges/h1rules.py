@@ -90,6 +90,11 @@ def host_name(authority: bytes) -> str:
     return host.rsplit(":", 1)[0].rstrip(".")
 
 
+def is_engine_host(name: str, engine_host: str) -> bool:
+    """Requests for the engine itself (its endpoints), not a tunnel: its own name, none, or an IP literal."""
+    return name in ("", engine_host) or name.replace(".", "").isdigit() or name.startswith("[")
+
+
 def route_name(host_header: bytes | None, sni: str | None) -> str:
     """The hostname a request is for: its Host header without port, else the TLS server name."""
     if not host_header:

@@ -28,7 +28,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules
-from portway.engine.edges.h1rules import Reject
+from portway.engine.edges.h1rules import Reject, host_name, is_engine_host
 from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
 from portway.engine.edges.pages import error_body
@@ -325,8 +325,8 @@ class H2Edge(H2Shell):
             return
         accept = request.header(b"accept")
         # A plain CONNECT names its target, not the tunnel: it is routed by the TLS server name.
-        name = (self.sni or "") if request.connect else _host_of(request.authority)
-        if name in ("", self.ctx.host) or name.replace(".", "").isdigit() or name.startswith("["):
+        name = (self.sni or "") if request.connect else host_name(request.authority)
+        if is_engine_host(name, self.ctx.host):
             self._answer_locally(stream_id, request)
             return
         tunnel = self.ctx.registry.by_hostname(name)
@@ -535,7 +535,7 @@ class H2Edge(H2Shell):
             self.flush()
         else:  # the page only: _finish counts and logs the exchange once
             accept = exchange.request.header(b"accept")
-            body, content_type = error_body(status, _host_of(exchange.request.authority), detail,
+            body, content_type = error_body(status, host_name(exchange.request.authority), detail,
                                             accept.decode("latin-1") if accept else None)
             self._respond(exchange.stream_id, status, body, content_type, None)
         exchange.status = exchange.status or status
@@ -645,10 +645,3 @@ class H2Edge(H2Shell):
 
 def upstream_tls(tunnel: Tunnel) -> bool:
     return bool(tunnel.props.upstream_tls or tunnel.props.http_use_tls)
-
-
-def _host_of(authority: bytes) -> str:
-    host = authority.decode("latin-1").lower()
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.rsplit(":", 1)[0].rstrip(".")

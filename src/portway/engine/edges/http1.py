@@ -37,6 +37,7 @@ from .h1rules import (
     Forwarding,
     Reject,
     RequestHead,
+    is_engine_host,
     route_name,
 )
 from .h1upstream import Upstream
@@ -209,12 +210,12 @@ class HttpEdge(Pipe):
         # CONNECT's Host names its target; the tunnel is the one the TLS connection was opened for.
         if method == b"CONNECT":
             name = self.sni or ""
-            local = self._is_engine_host(name)
+            local = is_engine_host(name, self.ctx.host)
         elif head.host is not None and head.host == self._route[0]:
             _, name, local = self._route
         else:
             name = route_name(head.host, self.sni)
-            local = self._is_engine_host(name)
+            local = is_engine_host(name, self.ctx.host)
             self._route = (head.host, name, local)
         self._local = local
         if local:  # answered at once, so only when no response is owed
@@ -404,9 +405,6 @@ class HttpEdge(Pipe):
         self._paused &= ~reason
         if not self._paused and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
-
-    def _is_engine_host(self, name: str) -> bool:
-        return name in ("", self.ctx.host) or name.replace(".", "").isdigit() or name.startswith("[")
 
     def _tunnel_id(self) -> str:
         return self._tunnel.id if self._tunnel is not None else "-"
