@@ -133,6 +133,15 @@ class Pipe(asyncio.Protocol):
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def take_over(self, agent: Pipe) -> None:
+        """Become the protocol of `agent`'s fresh connection (nothing sent or spliced on it yet), as a
+        new connection would: `connection_made` runs, and a connection already lost stays lost."""
+        assert agent.transport is not None
+        agent.transport.set_protocol(self)
+        self.connection_made(agent.transport)
+        if agent.closed:
+            self.closed = True
+
     def hand_over(self, successor: Pipe) -> None:
         """Make `successor` (not yet connected) the protocol of this pipe's connection, with its state
         and the bytes held before a splice: an edge that must follow what it relays (HTTP responses)

@@ -3,6 +3,7 @@ a tunnel that asked for token auth must not come up without it (FEATURE_NOT_AVAI
 
 from __future__ import annotations
 
+from portway.engine.edges import upstreamtls
 from portway.wire.codes import ErrorCode
 from portway.wire.errors import InvalidTunnelProperties
 from portway.wire.messages import TunnelProperties
@@ -29,7 +30,7 @@ def _unsupported(p: TunnelProperties) -> str | None:
     other = "" if edge_tls else " outside a published terminated tls or http tunnel"
     checks = {
         "challenge_mode": p.challenge_mode,
-        "upstream_tls on a tunnel the engine does not parse as HTTP": bool(p.upstream_tls or p.http_use_tls)
+        "upstream_tls on a tunnel the engine does not parse as HTTP": upstreamtls.wanted(p)
         and (p.protocol != "http" or not p.publish),
         f"mtls_auth{other}": bool(p.mtls_auth and other),
         f"tls_alpns{'' if terminated else ' outside a published terminated tls tunnel'}": bool(

@@ -27,7 +27,7 @@ import h2.settings
 from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
-from portway.engine.edges import h2rules
+from portway.engine.edges import h2rules, upstreamtls
 from portway.engine.edges.h1rules import Reject, host_name, is_engine_host
 from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
@@ -377,7 +377,7 @@ class H2Edge(H2Shell):
         # With upstream TLS the upstream may pick HTTP/2 by ALPN: the request is kept in both forms.
         h2_headers = (h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                                   drop=drop, path=path, upstream_scheme=b"https")
-                      if upstream_tls(tunnel) and not switching else None)
+                      if upstreamtls.wanted(tunnel.props) and not switching else None)
         exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key,
                              h2_headers=h2_headers)
         if not has_body:
@@ -446,7 +446,7 @@ class H2Edge(H2Shell):
             self._stream_failed(exchange, error)
             return
         tunnel = exchange.tunnel
-        if upstream_tls(tunnel):
+        if upstreamtls.wanted(tunnel.props):
             def speak(alpn: str | None) -> UpstreamH1 | UpstreamH2:
                 if alpn == "h2":
                     return UpstreamH2(tunnel, self.ctx.h2_upstreams)
@@ -641,7 +641,3 @@ class H2Edge(H2Shell):
             return
         self._moved_at_last_check = self.bytes_in
         self._arm_idle_timer()
-
-
-def upstream_tls(tunnel: Tunnel) -> bool:
-    return bool(tunnel.props.upstream_tls or tunnel.props.http_use_tls)

@@ -113,12 +113,9 @@ class UpstreamH2(H2Shell):
 
     @classmethod
     def take(cls, agent: Pipe, tunnel: Tunnel, pool: H2UpstreamPool) -> UpstreamH2:
-        assert agent.transport is not None
+        """Speak HTTP/2 on a fresh agent stream (a lost one is never offered: has_room is false)."""
         upstream = cls(tunnel, pool)
-        agent.transport.set_protocol(upstream)
-        upstream.connection_made(agent.transport)
-        if agent.closed:
-            upstream.closed = True  # never offered by the pool (has_room is false)
+        upstream.take_over(agent)
         return upstream
 
     @property

@@ -21,6 +21,7 @@ import httptools
 from portway.engine.agentconn import peer_ip
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
+from portway.engine.edges import upstreamtls
 from portway.engine.edges.h1toh2 import bridge
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
@@ -447,7 +448,7 @@ class HttpEdge(Pipe):
                 status, detail = failure_page(error)
                 self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None)
                 return
-        if tunnel.props.upstream_tls or tunnel.props.http_use_tls:
+        if upstreamtls.wanted(tunnel.props):
             try:
                 agent = await over_tls(agent, lambda _alpn: Pipe(), self.ctx.config.timeouts.first_message_seconds)
             except (OSError, ssl.SSLError, TimeoutError) as error:

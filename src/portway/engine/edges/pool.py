@@ -63,12 +63,8 @@ class UpstreamH1(Pipe):
     @classmethod
     def take(cls, agent: Pipe, tunnel: Tunnel, pool: UpstreamPool) -> UpstreamH1:
         """Become the protocol of a fresh agent stream (nothing has been sent on it yet)."""
-        assert agent.transport is not None
         upstream = cls(tunnel, pool)
-        agent.transport.set_protocol(upstream)
-        upstream.connection_made(agent.transport)
-        if agent.closed:
-            upstream.closed = True
+        upstream.take_over(agent)
         return upstream
 
     # ---- one exchange ----

@@ -16,8 +16,14 @@ from typing import TypeVar
 
 from portway.pipe import Pipe
 from portway.tls import start_client
+from portway.wire.messages import TunnelProperties
 
 P = TypeVar("P", bound=asyncio.Protocol)
+
+
+def wanted(props: TunnelProperties) -> bool:
+    """The tunnel asks for TLS to its upstream (`upstream_tls`, or the deprecated `http_use_tls`)."""
+    return bool(props.upstream_tls or props.http_use_tls)
 
 
 def upstream_context(alpns: list[str]) -> ssl.SSLContext:
