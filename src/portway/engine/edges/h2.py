@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -31,7 +30,7 @@ from portway.engine.edges import h2rules, upstreamtls
 from portway.engine.edges.h1rules import Reject, host_name, is_engine_host
 from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
-from portway.engine.edges.pages import error_body
+from portway.engine.edges.pages import engine_endpoint, error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
 from portway.engine.edges.upstreamtls import over_tls
@@ -585,14 +584,9 @@ class H2Edge(H2Shell):
         access_log.info("src=%s host=%s proto=h2 status=%d %s", self.source_ip, host or self.sni, status, detail)
 
     def _answer_locally(self, stream_id: int, request: h2rules.H2Request) -> None:
-        path = request.path.split(b"?", 1)[0]
-        if path in (b"/healthz", b"/api/health"):
-            body = json.dumps({"status": "ok", "version": self.ctx.version,
-                               "tunnels": len(self.ctx.registry)}).encode()
-            self._respond(stream_id, 200, body, "application/json", None)
-        else:
-            body, content_type = error_body(404, self.ctx.host, "unknown engine endpoint", "application/json")
-            self._respond(stream_id, 404, body, content_type, None)
+        status, body, content_type = engine_endpoint(request.path, version=self.ctx.version,
+                                                     tunnels=len(self.ctx.registry), host=self.ctx.host)
+        self._respond(stream_id, status, body, content_type, None)
 
     def _respond(self, stream_id: int, status: int, body: bytes, content_type: str,
                  extra: list[tuple[bytes, bytes]] | None) -> None:

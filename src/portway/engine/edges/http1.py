@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import ssl
 
@@ -42,7 +41,7 @@ from .h1rules import (
     route_name,
 )
 from .h1upstream import Upstream
-from .pages import error_page, response
+from .pages import engine_endpoint, error_page, response
 
 log = logging.getLogger("portway.engine.http")
 access_log = logging.getLogger("portway.access")
@@ -473,16 +472,10 @@ class HttpEdge(Pipe):
     def _answer_locally(self) -> None:
         """The engine's own host: a health endpoint now; the Engine API comes later."""
         assert self.transport is not None
-        path = self._url.split(b"?", 1)[0]
         keep = self._parser.should_keep_alive()
-        if path in (b"/healthz", b"/api/health"):
-            status = 200
-            body = json.dumps({"status": "ok", "version": self.ctx.version,
-                               "tunnels": len(self.ctx.registry)}).encode()
-            page = response(200, body, "application/json", close=not keep)
-        else:
-            status = 404
-            page = error_page(404, self.ctx.host, "unknown engine endpoint", "application/json", close=not keep)
+        status, body, content_type = engine_endpoint(self._url, version=self.ctx.version,
+                                                     tunnels=len(self.ctx.registry), host=self.ctx.host)
+        page = response(status, body, content_type, close=not keep)
         self.transport.write(page)
         self._count_status(status)
         self._log_line(self._parser.get_method(), self._url, status, len(page), self._started)

@@ -45,3 +45,12 @@ def error_body(status: int, host: str | None, detail: str, accept: str | None) -
         f"<p><b>{safe_host}</b>: {html.escape(detail)}</p><hr><small>portway</small></body></html>"
     )
     return page.encode(), "text/html; charset=utf-8"
+
+
+def engine_endpoint(target: bytes, *, version: str, tunnels: int, host: str) -> tuple[int, bytes, str]:
+    """(status, body, content type) of a request for the engine's own host, for either HTTP edge: a health
+    endpoint now; the Engine API comes later."""
+    if target.split(b"?", 1)[0] in (b"/healthz", b"/api/health"):
+        return 200, json.dumps({"status": "ok", "version": version, "tunnels": tunnels}).encode(), "application/json"
+    body, content_type = error_body(404, host, "unknown engine endpoint", "application/json")
+    return 404, body, content_type
