@@ -119,3 +119,18 @@ def test_what_an_http1_request_line_cannot_carry_is_refused(method: bytes, path:
     with pytest.raises(Reject) as caught:
         request(method=method, path=path)
     assert caught.value.status == 400
+
+
+def test_http1_request_as_h2c_headers() -> None:
+    headers = [(b"host", b"a.t.localhost"), (b"connection", b"keep-alive"), (b"content-length", b"3"),
+               (b"x-forwarded-for", b"127.0.0.1")]
+    out, key = h2rules.h2_request_from_h1(b"POST", b"/p?q", headers, upgrade=False)
+    assert out == [(b":method", b"POST"), (b":scheme", b"http"), (b":authority", b"a.t.localhost"),
+                   (b":path", b"/p?q"), (b"x-forwarded-for", b"127.0.0.1")]
+    assert key is None
+    upgrade = [(b"host", b"h"), (b"upgrade", b"WebSocket"), (b"sec-websocket-key", b"k=="),
+               (b"sec-websocket-version", b"13")]
+    out, key = h2rules.h2_request_from_h1(b"GET", b"/ws", upgrade, upgrade=True)
+    assert out[:5] == [(b":method", b"CONNECT"), (b":scheme", b"http"), (b":authority", b"h"), (b":path", b"/ws"),
+                       (b":protocol", b"websocket")]
+    assert (b"sec-websocket-key", b"k==") not in out and key == b"k=="

@@ -212,19 +212,10 @@ class H1OverH2Transport(asyncio.Transport):
         if method == b"CONNECT":  # no HTTP/2 translation here: refused (501) when the parser stops after it
             self._current = None
             return
-        authority = next((v for k, v in self._headers if k == b"host"), b"")
-        upgrade = next((v for k, v in self._headers if k == b"upgrade"), b"").strip().lower()
-        websocket = self._parser.should_upgrade() and upgrade == b"websocket" and method == b"GET"
-        headers = [(b":method", b"CONNECT" if websocket else method), (b":scheme", b"http"),
-                   (b":authority", authority), (b":path", self._url)]
-        if websocket:
-            headers.append((b":protocol", b"websocket"))  # RFC 8441 §5: the upgrade as extended CONNECT
-        headers += [(k, v) for k, v in self._headers
-                    if k not in h2rules.HOP_BY_HOP and k not in (b"host", b"content-length", b"expect",
-                                                                 b"sec-websocket-key")]
+        headers, websocket_key = h2rules.h2_request_from_h1(method, self._url, self._headers,
+                                                            upgrade=self._parser.should_upgrade())
         response = _Response(self, headers, head_only=method == b"HEAD")
-        if websocket:
-            response.websocket_key = next((v for k, v in self._headers if k == b"sec-websocket-key"), b"")
+        response.websocket_key = websocket_key
         self.responses.append(response)
         self._current = response
         self._queue(response, "head", b"")

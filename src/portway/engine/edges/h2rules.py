@@ -140,6 +140,24 @@ def h2_upstream_headers(request: H2Request, *, client_ip: str, scheme: bytes, dr
     return out
 
 
+def h2_request_from_h1(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], *,
+                       upgrade: bool) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """An HTTP/1.1 request (already checked and rewritten by the edge; names lower-case) as the header list
+    for an h2c upstream, and the visitor's Sec-WebSocket-Key when it is a WebSocket upgrade, which goes
+    on as an extended CONNECT (RFC 8441 §5)."""
+    authority = next((v for k, v in headers if k == b"host"), b"")
+    kind = next((v for k, v in headers if k == b"upgrade"), b"").strip().lower()
+    websocket = upgrade and kind == b"websocket" and method == b"GET"
+    out = [(b":method", b"CONNECT" if websocket else method), (b":scheme", b"http"), (b":authority", authority),
+           (b":path", target)]
+    if websocket:
+        out.append((b":protocol", b"websocket"))
+    out += [(k, v) for k, v in headers
+            if k not in HOP_BY_HOP and k not in (b"host", b"content-length", b"expect", b"sec-websocket-key")]
+    key = next((v for k, v in headers if k == b"sec-websocket-key"), b"") if websocket else None
+    return out, key
+
+
 def h2_response_headers(status: int, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The HTTP/2 header list for an HTTP/1.1 response: `:status` first, connection headers removed."""
     listed: set[bytes] = set()
