@@ -13,8 +13,6 @@ import contextlib
 import logging
 import ssl
 import time
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import h2.config
 import h2.connection
@@ -28,6 +26,7 @@ from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules, upstreamtls
 from portway.engine.edges.h1rules import Reject, host_name, is_engine_host
+from portway.engine.edges.h2exchange import RESPONSE_BUFFER_BYTES, H1Leg, H2Exchange
 from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
 from portway.engine.edges.pages import engine_endpoint, error_body
@@ -42,188 +41,7 @@ access_log = logging.getLogger("portway.access")
 
 MAX_CONCURRENT_STREAMS = 100
 MAX_HEADER_LIST_BYTES = 64 * 1024
-# Response bytes held per request beyond the visitor's window before the upstream stops being read.
-RESPONSE_BUFFER_BYTES = 256 * 1024
 CONNECTION_WINDOW_BYTES = 1024 * 1024
-
-
-@dataclass(eq=False)
-class _Exchange:
-    """One HTTP/2 stream ⇄ one request on an upstream connection; the upstream's response sink."""
-
-    edge: H2Edge
-    stream_id: int
-    tunnel: Tunnel
-    request: h2rules.H2Request
-    head: bytes  # the HTTP/1.1 request head, for an HTTP/1.1 upstream
-    chunked: bool
-    started: float = field(default_factory=time.monotonic)
-    leg: RequestLeg | None = None
-    request_ended: bool = False
-    queued: list[bytes] = field(default_factory=list)  # request body bytes before the upstream is there
-    unacked: int = 0  # request body bytes not yet acknowledged to the visitor (flow control)
-    writable: bool = True
-    pending: list[bytes] = field(default_factory=list)  # response bytes waiting for the visitor's window
-    pending_bytes: int = 0
-    websocket_key: bytes | None = None  # an extended CONNECT relayed as an HTTP/1.1 WebSocket upgrade
-    h2_headers: list[tuple[bytes, bytes]] | None = None  # the request for an h2c upstream
-    status: int = 0
-    response_bytes: int = 0
-    trailers: list[tuple[bytes, bytes]] | None = None
-    response_ended: bool = False
-    finished: bool = False
-    switched: bool = False  # a WebSocket/CONNECT the upstream accepted: the stream is a byte relay now
-
-    @property
-    def holding(self) -> bool:
-        """A WebSocket/CONNECT not yet accepted: its bytes wait (unacknowledged), and are dropped if the
-        upstream refuses — they must never reach it as HTTP."""
-        return (self.websocket_key is not None or self.request.connect) and not self.switched
-
-    # ---- request side ----
-
-    def request_body(self, data: bytes, flow_length: int) -> None:
-        if data:
-            if self.leg is None or self.holding:
-                self.queued.append(data)
-            else:
-                self.leg.body(data)
-        self.unacked += flow_length
-        self.edge.acknowledge(self)
-
-    def end_request(self) -> None:
-        self.request_ended = True
-        if self.leg is not None and not self.holding:
-            self.leg.end()
-
-    def attach(self, leg: RequestLeg) -> None:
-        self.leg = leg
-        leg.begin(self)
-        if not self.holding:
-            self._release_queued()
-        self.edge.acknowledge(self)
-
-    def _release_queued(self) -> None:
-        assert self.leg is not None
-        for data in self.queued:
-            self.leg.body(data)
-        self.queued.clear()
-        if self.request_ended:
-            self.leg.end()
-
-    def _switch(self) -> None:
-        """The upstream accepted the WebSocket/CONNECT: what the visitor sent meanwhile goes now."""
-        self.switched = True
-        self._release_queued()
-        self.edge.acknowledge(self)
-
-    # ---- ResponseSink ----
-
-    def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        if status == 101:
-            accept = next((v.strip() for k, v in headers if k.lower() == b"sec-websocket-accept"), None)
-            assert self.websocket_key is not None
-            if accept != h2rules.websocket_accept(self.websocket_key):
-                self.edge.fail_exchange(self, 502, "the service behind this tunnel answered the WebSocket "
-                                        "handshake wrongly")
-                return
-            self.status = 200
-            self.edge.send_head(self, h2rules.websocket_response_headers(headers))
-            self._switch()
-            return
-        if self.websocket_key is not None and 200 <= status < 300:  # RFC 8441 would read it as accepted
-            self.edge.fail_exchange(self, 502, "the service behind this tunnel answered the WebSocket upgrade "
-                                    "without switching protocols")
-            return
-        self.status = status
-        self.edge.send_head(self, h2rules.h2_response_headers(status, headers))
-        if self.request.connect and 200 <= status < 300:
-            self._switch()
-        elif self.holding:
-            self.queued.clear()  # refused: the held bytes are dropped (their credit is returned at the end)
-
-    def response_body(self, data: bytes) -> None:
-        self.pending.append(data)
-        self.pending_bytes += len(data)
-        self.response_bytes += len(data)
-        self.edge.send_pending(self)
-        if self.pending_bytes > RESPONSE_BUFFER_BYTES and self.leg is not None:
-            self.leg.pause()
-
-    def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """Trailers from an HTTP/2 upstream (gRPC status): sent after the last DATA, ending the stream."""
-        self.trailers = [(k, v) for k, v in headers if not k.startswith(b":")]
-
-    def response_end(self) -> None:
-        self.response_ended = True
-        self.edge.send_pending(self)
-
-    def response_failed(self, reason: str) -> None:
-        self.edge.fail_exchange(self, 502, reason)
-
-    def upstream_writable(self, writable: bool) -> None:
-        self.writable = writable
-        self.edge.acknowledge(self)
-
-
-class RequestLeg(Protocol):
-    """An exchange's request as it travels to one kind of upstream connection."""
-
-    def begin(self, exchange: _Exchange) -> None: ...
-
-    def body(self, data: bytes) -> None: ...
-
-    def end(self) -> None: ...
-
-    def pause(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-    def detach(self) -> None: ...
-
-
-class H1Leg:
-    """The request on an HTTP/1.1 upstream connection: the head, then the body (chunked when the
-    visitor gave no length); for a WebSocket, raw bytes once the upstream switched protocols."""
-
-    def __init__(self, upstream: UpstreamH1) -> None:
-        self.upstream = upstream
-        self.exchange: _Exchange | None = None
-
-    def begin(self, exchange: _Exchange) -> None:
-        self.exchange = exchange
-        self.upstream.start(exchange, head_only=exchange.request.method == b"HEAD",
-                            upgrade=exchange.websocket_key is not None, connect=exchange.request.connect)
-        self.upstream.send(exchange.head)
-
-    def body(self, data: bytes) -> None:
-        assert self.exchange is not None
-        self.upstream.send(h2rules.chunk(data) if self.exchange.chunked else data)
-
-    def end(self) -> None:
-        assert self.exchange is not None
-        if self.exchange.chunked:
-            self.upstream.send(h2rules.LAST_CHUNK)
-        elif (self.exchange.websocket_key is not None or self.exchange.request.connect) and self.upstream.raw:
-            self.upstream.send_eof()
-        if self._serving():
-            self.upstream.request_complete = True  # only then may the connection go back to the pool
-
-    def _serving(self) -> bool:
-        """Still this exchange's connection (it may be back in the pool, serving someone else)."""
-        return self.upstream.sink is self.exchange
-
-    def pause(self) -> None:
-        if self._serving():
-            self.upstream.pause()
-
-    def resume(self) -> None:
-        if self._serving():
-            self.upstream.resume()
-
-    def detach(self) -> None:
-        if self._serving():
-            self.upstream.detach()
 
 
 class H2Edge(H2Shell):
@@ -235,7 +53,7 @@ class H2Edge(H2Shell):
         self.sni = sni
         self.scheme = scheme.encode()
         self.source_ip: str | None = None
-        self.exchanges: dict[int, _Exchange] = {}
+        self.exchanges: dict[int, H2Exchange] = {}
         self._admitted: set[str] = set()  # tunnels whose network policy admitted this connection
         self._tokens = token_memo(ctx)
         self._visitor_writable = True
@@ -377,7 +195,7 @@ class H2Edge(H2Shell):
         h2_headers = (h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                                   drop=drop, path=path, upstream_scheme=b"https")
                       if upstreamtls.wanted(tunnel.props) and not switching else None)
-        exchange = _Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key,
+        exchange = H2Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key,
                              h2_headers=h2_headers)
         if not has_body:
             exchange.request_ended = True
@@ -397,7 +215,7 @@ class H2Edge(H2Shell):
         CONNECT (WebSocket) stays one: the upstream answers 200 and the stream carries the frames."""
         headers = h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                               drop=drop, path=path)
-        exchange = _Exchange(self, stream_id, tunnel, request, b"", chunked=False, h2_headers=headers)
+        exchange = H2Exchange(self, stream_id, tunnel, request, b"", chunked=False, h2_headers=headers)
         exchange.request_ended = not has_body
         self._register(exchange)
         upstream = self.ctx.h2_upstreams.with_room(tunnel)
@@ -406,18 +224,18 @@ class H2Edge(H2Shell):
         else:
             self.ctx.spawn(self._connect_h2c(exchange))
 
-    def _register(self, exchange: _Exchange) -> None:
+    def _register(self, exchange: H2Exchange) -> None:
         self.exchanges[exchange.stream_id] = exchange
         if not self._tracked:
             self._tracked = True
             self.ctx.streams.track(self, visitor=True)
 
-    def _stream_failed(self, exchange: _Exchange, error: StreamFailed) -> None:
+    def _stream_failed(self, exchange: H2Exchange, error: StreamFailed) -> None:
         log.info("tunnel %s: no stream for %s: %s", exchange.tunnel.id, self.source_ip, error.reason)
         status, detail = failure_page(error)
         self.fail_exchange(exchange, status, detail)
 
-    async def _connect_h2c(self, exchange: _Exchange) -> None:
+    async def _connect_h2c(self, exchange: H2Exchange) -> None:
         assert exchange.h2_headers is not None
         try:
             h2c = await h2c_connection(self.ctx.broker, self.ctx.h2_upstreams, exchange.tunnel, self.source_ip,
@@ -427,7 +245,7 @@ class H2Edge(H2Shell):
             return
         self._attach_h2(exchange, h2c)
 
-    def _attach_h2(self, exchange: _Exchange, upstream: UpstreamH2) -> None:
+    def _attach_h2(self, exchange: H2Exchange, upstream: UpstreamH2) -> None:
         assert exchange.h2_headers is not None
         if exchange.finished or self.exchanges.get(exchange.stream_id) is not exchange:
             self.ctx.h2_upstreams.settle(upstream)  # no request for it after all: pooled, idle
@@ -438,7 +256,7 @@ class H2Edge(H2Shell):
                               end_on_head=exchange.request_ended and not exchange.queued))
         self.flush()
 
-    async def _connect(self, exchange: _Exchange) -> None:
+    async def _connect(self, exchange: H2Exchange) -> None:
         try:
             agent = await self.ctx.broker.open_stream(exchange.tunnel, self.source_ip)
         except StreamFailed as error:
@@ -476,7 +294,7 @@ class H2Edge(H2Shell):
 
     # ---- response side (called by exchanges) ----
 
-    def acknowledge(self, exchange: _Exchange) -> None:
+    def acknowledge(self, exchange: H2Exchange) -> None:
         """Open the visitor's window for request bytes once the upstream takes them."""
         if (exchange.unacked and exchange.leg is not None and exchange.writable and not exchange.finished
                 and not exchange.holding):
@@ -485,7 +303,7 @@ class H2Edge(H2Shell):
             exchange.unacked = 0
             self.flush()
 
-    def send_head(self, exchange: _Exchange, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_head(self, exchange: H2Exchange, headers: list[tuple[bytes, bytes]]) -> None:
         try:
             self.conn.send_headers(exchange.stream_id, headers)
         except h2.exceptions.ProtocolError as error:
@@ -494,7 +312,7 @@ class H2Edge(H2Shell):
             return
         self.flush()
 
-    def send_pending(self, exchange: _Exchange) -> None:
+    def send_pending(self, exchange: H2Exchange) -> None:
         """Send response bytes within the flow-control windows; end the stream once all are out."""
         if exchange.finished:
             return
@@ -525,7 +343,7 @@ class H2Edge(H2Shell):
                 and exchange.pending_bytes <= RESPONSE_BUFFER_BYTES):
             exchange.leg.resume()
 
-    def fail_exchange(self, exchange: _Exchange, status: int, detail: str) -> None:
+    def fail_exchange(self, exchange: H2Exchange, status: int, detail: str) -> None:
         if exchange.finished:
             return
         if exchange.status:  # the head is out: all the visitor can be told is that the stream broke
@@ -542,7 +360,7 @@ class H2Edge(H2Shell):
         if exchange.leg is not None:
             exchange.leg.detach()
 
-    def _credit(self, exchange: _Exchange) -> None:
+    def _credit(self, exchange: H2Exchange) -> None:
         """Give back the window of request bytes never acknowledged (a stream that ended, failed or was
         reset): h2 credits the connection window even for a closed stream, and without it the visitor's
         other uploads would stall for good."""
@@ -551,7 +369,7 @@ class H2Edge(H2Shell):
             exchange.unacked = 0
             self.flush()
 
-    def _finish(self, exchange: _Exchange) -> None:
+    def _finish(self, exchange: H2Exchange) -> None:
         if exchange.finished:
             return
         exchange.finished = True
@@ -564,7 +382,7 @@ class H2Edge(H2Shell):
             exchange.request.method.decode("latin-1"), exchange.request.path[:256].decode("latin-1"),
             exchange.status, exchange.response_bytes, (time.monotonic() - exchange.started) * 1000)
 
-    def _abandon(self, exchange: _Exchange) -> None:
+    def _abandon(self, exchange: H2Exchange) -> None:
         """The visitor reset the stream or left: an upstream mid-request cannot be reused."""
         exchange.finished = True
         if self.transport is not None and not self.transport.is_closing():
