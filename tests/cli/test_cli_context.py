@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from portway.cli.config import load
-from tests.cli.test_cli import PORTWAY, WAIT_S, cli_env, cli_process, error_lines, run_cli
+from tests.cli.helpers import PORTWAY, WAIT_S, cli_env, cli_process, error_lines, run_cli
 from tests.conftest import EchoServer, EngineProcess
 
 

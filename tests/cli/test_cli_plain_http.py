@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.cli.test_cli import WAIT_S, assert_clean_stderr, cli_env, cli_process, error_lines, run_cli
+from tests.cli.helpers import WAIT_S, assert_clean_stderr, cli_env, cli_process, error_lines, run_cli
 
 
 async def test_up_serves_the_demo_page_in_cleartext(tmp_path: Path) -> None:

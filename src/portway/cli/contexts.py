@@ -12,13 +12,9 @@ from typing import Any
 import click
 import yaml
 
+from portway.cli.common import fail
 from portway.cli.config import Auth, Config, Context, EngineTls, TokenAuth, TokenStorage, Transport, load, save
 from portway.errors import ConfigError
-
-
-def _fail(message: str, hint: str | None = None, code: int = 1) -> None:
-    click.echo(f"error: {message}" + (f" (hint: {hint})" if hint else ""), err=True)
-    sys.exit(code)
 
 
 def _path(ctx: click.Context) -> Path:
@@ -31,15 +27,14 @@ def _load(ctx: click.Context) -> Config:
     try:
         return load(_path(ctx))
     except ConfigError as error:
-        _fail(str(error), "fix or move the file", code=2)
-        raise
+        fail(str(error), "fix or move the file", code=2)
 
 
 def _save(ctx: click.Context, config: Config) -> None:
     try:
         save(_path(ctx), config)
     except OSError as error:
-        _fail(f"cannot write {_path(ctx)}: {error.strerror}")
+        fail(f"cannot write {_path(ctx)}: {error.strerror}")
 
 
 def _token_source(context: Context) -> str:
@@ -106,8 +101,7 @@ def get_context(ctx: click.Context, name: str | None, output: str) -> None:
     name = name or config.default_name
     context = config.find(name) if name else None
     if context is None:
-        _fail(f"no context named {name!r}" if name else "no default context", "portway context list", code=2)
-        return
+        fail(f"no context named {name!r}" if name else "no default context", "portway context list", code=2)
     _print([_row(context, config.default_name)], output)
 
 
@@ -118,7 +112,7 @@ def use_context(ctx: click.Context, name: str) -> None:
     """Make NAME the default context."""
     config = _load(ctx)
     if config.find(name) is None:
-        _fail(f"no context named {name!r}", "portway context list", code=2)
+        fail(f"no context named {name!r}", "portway context list", code=2)
     config.set_default(name)
     _save(ctx, config)
     click.echo(f"Default context: {name}")
@@ -142,11 +136,11 @@ def _apply(context: Context, engine: str | None, token: str | None, token_stdin:
            ca_file: str | None, server_name: str | None, insecure: bool | None) -> None:
     sources = sum(1 for s in (token, token_stdin, token_file) if s)
     if sources > 1:
-        _fail("give one of --token, --token-stdin and --token-file", code=2)
+        fail("give one of --token, --token-stdin and --token-file", code=2)
     if token_stdin:
         token = sys.stdin.readline().strip()
         if not token:
-            _fail("no token on standard input", code=2)
+            fail("no token on standard input", code=2)
     if engine is not None:
         context.engine = engine
     if token or token_file:
@@ -175,7 +169,7 @@ def create_context(ctx: click.Context, name: str, engine: str | None, token: str
     """Add a context (the first one becomes the default)."""
     config = _load(ctx)
     if config.find(name) is not None:
-        _fail(f"a context named {name!r} exists", f"portway context update {name} ...", code=2)
+        fail(f"a context named {name!r} exists", f"portway context update {name} ...", code=2)
     context = Context(name=name)
     _apply(context, engine, token, token_stdin, token_file, ca_file, server_name, insecure)
     config.contexts.append(context)
@@ -196,8 +190,7 @@ def update_context(ctx: click.Context, name: str, engine: str | None, token: str
     config = _load(ctx)
     context = config.find(name)
     if context is None:
-        _fail(f"no context named {name!r}", f"portway context create {name} ...", code=2)
-        return
+        fail(f"no context named {name!r}", f"portway context create {name} ...", code=2)
     _apply(context, engine, token, token_stdin, token_file, ca_file, server_name, insecure)
     if make_default:
         config.set_default(name)
@@ -212,7 +205,7 @@ def delete_context(ctx: click.Context, name: str) -> None:
     """Remove a context (and its stored token)."""
     config = _load(ctx)
     if config.find(name) is None:
-        _fail(f"no context named {name!r}", "portway context list", code=2)
+        fail(f"no context named {name!r}", "portway context list", code=2)
     config.contexts = [c for c in config.contexts if c.name != name]
     if config.default_name == name and config.defaults is not None:
         config.defaults.context = None
