@@ -5,7 +5,8 @@ from portway.agent.control import ControlChannel
 from portway.agent.options import TLSOptions
 from portway.agent.reconnect import Backoff, is_fatal, keep_tunnel
 from portway.agent.stream import DatagramStream, Stream
-from portway.agent.tunnel import Tunnel, forwarding_address
+from portway.agent.tunnel import Tunnel
+from portway.wire.hostnames import forwarding_address
 
 __all__ = [
     "Backoff",

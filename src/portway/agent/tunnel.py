@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from portway.agent.stream import Stream
 from portway.errors import ClosedError
+from portway.wire.hostnames import forwarding_address
 from portway.wire.messages import TunnelProperties
 
 if TYPE_CHECKING:
@@ -95,16 +96,3 @@ class Tunnel:
         self._closed.set()
         with contextlib.suppress(asyncio.QueueFull):
             self._queue.put_nowait(None)
-
-
-def forwarding_address(p: TunnelProperties) -> str:
-    """How visitors reach a tunnel, in the shape the rstream clients print (§2.5)."""
-    if not p.publish:
-        return f"rstrm://{p.name or p.id} (unpublished)"
-    if p.protocol == "http" and p.hostname:
-        return f"https://{p.hostname}" + (f":{p.port}" if p.port and p.port != 443 else "")
-    if p.protocol == "tcp" and p.host:
-        return f"tcp://{p.host}"
-    if p.protocol == "tls" and p.hostname:
-        return f"tls://{p.hostname}:{p.port or 443}"
-    return p.host or p.hostname or str(p.id)

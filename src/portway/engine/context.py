@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from portway.engine.auth import TokenVerifier
+from portway.engine.auth import Principal, TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.certs import CertFiles
 from portway.engine.config import EngineConfig
@@ -20,6 +20,7 @@ from portway.engine.edges.pool import UpstreamPool
 from portway.engine.policy import IPAddress
 from portway.engine.registry import Registry, Tunnel
 from portway.pipe import Pipe
+from portway.wire.messages import ClientDetails
 
 
 class PortPublisher(Protocol):
@@ -40,6 +41,11 @@ class Session(Protocol):
     """What the engine needs from a live control channel (see session.AgentSession)."""
 
     client_id: str
+    principal: Principal
+    details: ClientDetails
+    peer: str
+    opened_at: float
+    tunnels: dict[str, Tunnel]
 
     def close(self, reason: str) -> None: ...
 

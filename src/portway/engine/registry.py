@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from portway.engine.auth import Principal
 from portway.engine.policy import EdgePolicy
 from portway.wire.messages import TunnelProperties
 
@@ -20,6 +21,7 @@ class TunnelOwner(Protocol):
 
     client_id: str
     token_id: str
+    principal: Principal
 
     def request_stream(self, tunnel_id: str, stream_id: str, secret: str, source_ip: str | None) -> None: ...
 

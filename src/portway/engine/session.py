@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 
@@ -40,6 +41,7 @@ class AgentSession(asyncio.Protocol):
         self.details = details
         self.peer = peer
         self.client_id = secrets.token_hex(12)
+        self.opened_at = time.time()
         self.token_id = principal.token_id
         self.tunnels: dict[str, Tunnel] = {}
         self.transport: asyncio.Transport | None = None

@@ -11,6 +11,8 @@ import ipaddress
 import re
 import secrets
 
+from portway.wire.messages import TunnelProperties
+
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _STABLE_SLUG = re.compile(r"^r[0-9a-f]{8}-")
 _SLUG_LEN = len("r12345678-")
@@ -51,3 +53,16 @@ def allocate(engine_host: str, taken: set[str] | frozenset[str] = frozenset()) -
         candidate = f"{secrets.token_hex(5)}.{tunnel_suffix(engine_host)}"
         if candidate not in taken:
             return candidate
+
+
+def forwarding_address(p: TunnelProperties) -> str:
+    """How visitors reach a tunnel, in the shape the rstream clients print (§2.5)."""
+    if not p.publish:
+        return f"rstrm://{p.name or p.id} (unpublished)"
+    if p.protocol == "http" and p.hostname:
+        return f"https://{p.hostname}" + (f":{p.port}" if p.port and p.port != 443 else "")
+    if p.protocol == "tcp" and p.host:
+        return f"tcp://{p.host}"
+    if p.protocol == "tls" and p.hostname:
+        return f"tls://{p.hostname}:{p.port or 443}"
+    return p.host or p.hostname or str(p.id)

@@ -22,6 +22,8 @@ import h2.exceptions
 import h2.settings
 
 from portway.engine.agentconn import peer_ip
+from portway.engine.api import routes as api_routes
+from portway.engine.api.inventory import EngineInventory
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules, upstreamtls
@@ -29,7 +31,7 @@ from portway.engine.edges.h1rules import Reject, host_name, is_engine_host
 from portway.engine.edges.h2exchange import RESPONSE_BUFFER_BYTES, H1Leg, H2Exchange
 from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
-from portway.engine.edges.pages import engine_endpoint, error_body
+from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
 from portway.engine.edges.upstreamtls import over_tls
@@ -402,14 +404,17 @@ class H2Edge(H2Shell):
         access_log.info("src=%s host=%s proto=h2 status=%d %s", self.source_ip, host or self.sni, status, detail)
 
     def _answer_locally(self, stream_id: int, request: h2rules.H2Request) -> None:
-        status, body, content_type = engine_endpoint(request.path, version=self.ctx.version,
-                                                     tunnels=len(self.ctx.registry), host=self.ctx.host)
-        self._respond(stream_id, status, body, content_type, None)
+        answer = api_routes.answer(EngineInventory(self.ctx), request.method.decode("latin-1"),
+                                   request.path.decode("latin-1"), request.header(b"authorization"),
+                                   secure=self.scheme == b"https")
+        extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+        self._respond(stream_id, answer.status, answer.body, answer.content_type, extra, cache=answer.cache)
+        self.ctx.counters.count(self.ctx.counters.http_responses, answer.status)
 
     def _respond(self, stream_id: int, status: int, body: bytes, content_type: str,
-                 extra: list[tuple[bytes, bytes]] | None) -> None:
+                 extra: list[tuple[bytes, bytes]] | None, *, cache: str = "no-store") -> None:
         headers = [(b":status", str(status).encode()), (b"content-type", content_type.encode()),
-                   (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-store"),
+                   (b"content-length", str(len(body)).encode()), (b"cache-control", cache.encode()),
                    (b"server", b"portway"), *(extra or [])]
         try:
             self.conn.send_headers(stream_id, headers)

@@ -18,6 +18,8 @@ import ssl
 import httptools
 
 from portway.engine.agentconn import peer_ip
+from portway.engine.api import routes as api_routes
+from portway.engine.api.inventory import EngineInventory
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import upstreamtls
@@ -41,7 +43,7 @@ from .h1rules import (
     route_name,
 )
 from .h1upstream import Upstream
-from .pages import engine_endpoint, error_page, response
+from .pages import error_page, response
 
 log = logging.getLogger("portway.engine.http")
 access_log = logging.getLogger("portway.access")
@@ -470,15 +472,19 @@ class HttpEdge(Pipe):
         self._resume(_CONNECTING)
 
     def _answer_locally(self) -> None:
-        """The engine's own host: a health endpoint now; the Engine API comes later."""
+        """The engine's own host: the Engine API (api/routes.py) and its health endpoint."""
         assert self.transport is not None
         keep = self._parser.should_keep_alive()
-        status, body, content_type = engine_endpoint(self._url, version=self.ctx.version,
-                                                     tunnels=len(self.ctx.registry), host=self.ctx.host)
-        page = response(status, body, content_type, close=not keep)
+        method = self._parser.get_method()
+        answer = api_routes.answer(EngineInventory(self.ctx), method.decode("latin-1"),
+                                   self._url.decode("latin-1"), self._head.authorization_value(),
+                                   secure=self.scheme == "https")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
+        page = response(answer.status, answer.body, answer.content_type, close=not keep, extra=extra,
+                        cache=answer.cache)
         self.transport.write(page)
-        self._count_status(status)
-        self._log_line(self._parser.get_method(), self._url, status, len(page), self._started)
+        self._count_status(answer.status)
+        self._log_line(method, self._url, answer.status, len(page), self._started)
         self._rx_mark = self.bytes_in
         if not keep:
             self.transport.close()

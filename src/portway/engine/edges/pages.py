@@ -14,12 +14,13 @@ REASONS = {
 }
 
 
-def response(status: int, body: bytes, content_type: str, *, close: bool, extra: str = "") -> bytes:
+def response(status: int, body: bytes, content_type: str, *, close: bool, extra: str = "",
+             cache: str = "no-store") -> bytes:
     """A complete HTTP/1.1 response with a fixed-length body."""
     head = (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
         f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        f"Cache-Control: no-store\r\nServer: portway\r\n{extra}"
+        f"Cache-Control: {cache}\r\nServer: portway\r\n{extra}"
         f"{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
     )
     return head.encode("latin-1") + body
@@ -45,12 +46,3 @@ def error_body(status: int, host: str | None, detail: str, accept: str | None) -
         f"<p><b>{safe_host}</b>: {html.escape(detail)}</p><hr><small>portway</small></body></html>"
     )
     return page.encode(), "text/html; charset=utf-8"
-
-
-def engine_endpoint(target: bytes, *, version: str, tunnels: int, host: str) -> tuple[int, bytes, str]:
-    """(status, body, content type) of a request for the engine's own host, for either HTTP edge: a health
-    endpoint now; the Engine API comes later."""
-    if target.split(b"?", 1)[0] in (b"/healthz", b"/api/health"):
-        return 200, json.dumps({"status": "ok", "version": version, "tunnels": tunnels}).encode(), "application/json"
-    body, content_type = error_body(404, host, "unknown engine endpoint", "application/json")
-    return 404, body, content_type

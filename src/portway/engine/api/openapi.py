@@ -1,0 +1,80 @@
+"""The OpenAPI 3.1 document of the Engine API, built from the pydantic models that serialize its
+responses (views.py), so a field added there is described here."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from portway.engine.api.views import AuthView, ClientView, Discovery, ErrorBody, TunnelView
+
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _answer(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": _answer(_ref("ErrorBody"), "Malformed params"),
+    "401": _answer(_ref("ErrorBody"), "Missing, invalid or expired token"),
+}
+_PARAMS = [{
+    "name": "params", "in": "query", "required": False,
+    "description": 'JSON: {"filters": {field: value | {"exact"|"oneof": …}, "labels": {key: value|null}, '
+                   '"AND"/"OR": [filters]}, "limit": 1..10000}',
+    "schema": {"type": "string"},
+}]
+
+
+def _get(summary: str, ok: dict[str, Any], *, secured: bool = True, params: list[Any] | None = None,
+         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": {"200": ok, **(_ERRORS if secured else {}),
+                                                                    **(extra or {})}}
+    if params:
+        operation["parameters"] = params
+    if not secured:
+        operation["security"] = []
+    return {"get": operation}
+
+
+@functools.cache
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema([(m, "serialization") for m in (TunnelView, ClientView, AuthView, Discovery,
+                                                                 ErrorBody)], ref_template=_REF)
+    schemas: dict[str, Any] = top["$defs"]
+    return schemas
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The document served at `/api/openapi.json`."""
+    tunnel_path = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Portway Engine API", "version": version,
+                 "description": "Live inventory of an engine, compatible with rstream's Engine API."},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/auth": _get("Check a credential", _answer(_ref("AuthView"), "Who the token speaks for")),
+            "/api/tunnels": _get("Live tunnels", _answer({"type": "array", "items": _ref("TunnelView")},
+                                                         "Tunnels matching params.filters"), params=_PARAMS),
+            "/api/tunnels/{id}": _get("One live tunnel", _answer(_ref("TunnelView"), "The tunnel"),
+                                      params=tunnel_path,
+                                      extra={"404": _answer(_ref("ErrorBody"), "No live tunnel has this id")}),
+            "/api/clients": _get("Connected agents", _answer({"type": "array", "items": _ref("ClientView")},
+                                                             "Clients matching params.filters"), params=_PARAMS),
+            "/api/openapi.json": _get("This document", {"description": "OpenAPI 3.1"}, secured=False),
+            "/.well-known/rstream/engine": _get("Discovery", _answer(_ref("Discovery"), "What this engine offers"),
+                                                secured=False),
+        },
+    }
