@@ -44,3 +44,12 @@ class EngineRejected(PortwayError):
         super().__init__(f"engine error {code}: {message}")
         self.code = code
         self.detail = message
+
+
+class EngineApiError(PortwayError):
+    """The Engine HTTP API answered with an error status; `message` is its `{error}` text."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"engine API error {status}: {message}")
+        self.status = status
+        self.message = message

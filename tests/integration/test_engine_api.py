@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import jwt
 import pytest
 from openapi_spec_validator import validate as validate_spec
 
@@ -146,3 +147,46 @@ async def test_unauthenticated_documents(tmp_path: Path) -> None:
         document = (await client.get("/api/openapi.json")).json()
         _validate(document, schema_of(document, "/.well-known/rstream/engine"), body)
         assert set(document["paths"]) >= {"/api/auth", "/api/tunnels", "/api/tunnels/{id}", "/api/clients"}
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2"])
+async def test_minting_a_derived_token(tmp_path: Path, http2: bool) -> None:
+    async with running_engine(tmp_path) as engine:
+        parent = mint_token(engine.secret, subject="ci", ttl_s=600,
+                            extra={"permissions": ["tunnels.tunnels.create-delete", "tunnels.resources.read-only"]})
+        async with api(engine, http2=http2, token=parent) as client:
+            got = await client.post("/api/tokens", json={"expires_in": 3600,
+                                                         "permissions": ["tunnels.resources.read-only"]})
+            assert got.status_code == 200, got.text
+            minted = got.json()
+            claims = jwt.decode(minted["token"], engine.secret, algorithms=["HS256"])
+            assert claims["sub"] == "ci" and claims["permissions"] == ["tunnels.resources.read-only"]
+            assert claims["exp"] <= time.time() + 601  # capped by the parent's expiry, not 3600 s
+            assert claims["metadata"] == {"engine": "localhost"} and claims["sourceCredentialId"]
+            assert minted["expires_at"] == claims["exp"]
+            default = (await client.post("/api/tokens")).json()  # no body: 60 s, the parent's permissions
+            claims = jwt.decode(default["token"], engine.secret, algorithms=["HS256"])
+            assert claims["exp"] - claims["iat"] == 60 and len(claims["permissions"]) == 2
+            for body, status, fragment in [
+                ({"permissions": ["account.projects.read-write"]}, 403, "account.projects.read-write"),
+                ({"expires_in": 4000}, 400, "expires_in"),
+                ({"colour": 1}, 400, "colour"),
+                ({"resources": {"workspaces": []}}, 400, "resources"),
+            ]:
+                got = await client.post("/api/tokens", json=body)
+                assert got.status_code == status, got.text
+                assert fragment in got.json()["error"]
+            got = await client.post("/api/tokens", content=b"{" * 70_000, headers={"content-type": "application/json"})
+            assert got.status_code == 413
+        async with api(engine, http2=http2, token=minted["token"]) as client:  # the derived token works
+            assert (await client.get("/api/auth")).json()["subject"] == "ci"
+        control = await engine.client(token=minted["token"]).connect()
+        await control.close()
+
+
+async def test_minting_can_be_turned_off(tmp_path: Path) -> None:
+    async with running_engine(tmp_path, "auth:\n  jwt:\n    token_minting: false\n") as engine, \
+            api(engine) as client:
+        got = await client.post("/api/tokens", json={})
+        assert got.status_code == 403 and "token_minting" in got.json()["error"]
+        assert (await client.get("/api/tokens")).status_code == 405

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from portway import __version__
+from portway.agent.api import EngineApi
 from portway.agent.control import ControlChannel
 from portway.agent.options import AgentOptions, TLSOptions, ssl_context
 from portway.agent.stream import DatagramStream, EngineDialer, Stream, open_stream
@@ -49,6 +50,11 @@ class Client:
     async def dial_datagram(self, tunnel: str) -> DatagramStream:
         """Dial a private datagram tunnel; packets are length-framed on the stream (§2.8)."""
         return DatagramStream(await self.dial(tunnel, zero_rtt=False))
+
+    @property
+    def api(self) -> EngineApi:
+        """The Engine HTTP API with this client's engine, token and TLS trust (list tunnels, clients...)."""
+        return EngineApi(self.options)
 
     async def __aenter__(self) -> Client:
         return self

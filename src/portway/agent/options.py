@@ -59,11 +59,12 @@ def split_engine(engine: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def ssl_context(options: TLSOptions) -> ssl.SSLContext:
-    """A client context for agent connections: TLS 1.3, ALPN rstrm/1, verification as configured."""
+def ssl_context(options: TLSOptions, alpn: tuple[str, ...] = (ALPN,)) -> ssl.SSLContext:
+    """A client context for agent connections (TLS 1.3, ALPN rstrm/1) or, with another `alpn`, for the
+    Engine API; verification as configured."""
     ctx = ssl.create_default_context(cafile=options.ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.set_alpn_protocols([ALPN])
+    ctx.set_alpn_protocols(list(alpn))
     if options.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -126,6 +126,13 @@ class TokenVerifier:
         """True when the secret is shorter than 32 bytes: accepted, but worth a warning to the operator."""
         return self._weak
 
+    def issue(self, *, subject: str, ttl_s: int, now: float | None = None,
+              extra: Mapping[str, object] | None = None) -> str:
+        """A token this verifier admits (see `mint_token`); only when token auth is on."""
+        if not self._enabled or self._secret is None:
+            raise AuthError("this engine does not use tokens (auth.jwt.enabled is false)")
+        return mint_token(self._secret, subject=subject, ttl_s=ttl_s, now=now, extra=extra)
+
     def verify(self, token: str | None, now: float | None = None) -> Principal:
         """Return the principal for `token`, or raise AuthError with a reason that never quotes the token."""
         if not self._enabled:

@@ -221,6 +221,11 @@ class JwtAuthSection(_Section):
         default=None,
         description="HS256 shared secret (null = generated once into the state directory).",
     )
+    token_minting: bool = Field(
+        default=True,
+        description="Let a token holder mint shorter-lived, narrower tokens (POST /api/tokens, "
+                    "`portway token create`).",
+    )
 
 
 class AuthSection(_Section):

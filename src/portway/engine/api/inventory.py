@@ -9,6 +9,7 @@ from portway.engine.api.views import ClientView, TunnelView
 from portway.engine.auth import Principal
 from portway.engine.context import EngineContext, Session
 from portway.engine.registry import Tunnel
+from portway.errors import AuthError
 from portway.wire.hostnames import forwarding_address
 
 
@@ -22,6 +23,11 @@ class EngineInventory:
 
     def verify(self, token: str | None) -> Principal:
         return self._ctx.verifier.verify(token)
+
+    def issue(self, *, subject: str, ttl_s: int, extra: dict[str, object]) -> str:
+        if not self._ctx.config.auth.jwt.token_minting:
+            raise AuthError("this engine does not mint tokens (auth.jwt.token_minting is false)")
+        return self._ctx.verifier.issue(subject=subject, ttl_s=ttl_s, extra=extra)
 
     def tunnels(self) -> list[TunnelView]:
         return [tunnel_view(tunnel) for tunnel in self._ctx.registry.tunnels()]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from portway.engine.api.tokens import MintRequest, MintResponse
 from portway.engine.api.views import AuthView, ClientView, Discovery, ErrorBody, TunnelView
 
 _REF = "#/components/schemas/{model}"
@@ -46,8 +48,9 @@ def _get(summary: str, ok: dict[str, Any], *, secured: bool = True, params: list
 
 @functools.cache
 def _schemas() -> dict[str, Any]:
-    _, top = models_json_schema([(m, "serialization") for m in (TunnelView, ClientView, AuthView, Discovery,
-                                                                 ErrorBody)], ref_template=_REF)
+    shown: tuple[type[BaseModel], ...] = (TunnelView, ClientView, AuthView, Discovery, ErrorBody, MintResponse)
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "serialization") for model in shown]
+    _, top = models_json_schema([*models, (MintRequest, "validation")], ref_template=_REF)
     schemas: dict[str, Any] = top["$defs"]
     return schemas
 
@@ -73,6 +76,13 @@ def openapi_document(version: str) -> dict[str, Any]:
                                       extra={"404": _answer(_ref("ErrorBody"), "No live tunnel has this id")}),
             "/api/clients": _get("Connected agents", _answer({"type": "array", "items": _ref("ClientView")},
                                                              "Clients matching params.filters"), params=_PARAMS),
+            "/api/tokens": {"post": {
+                "summary": "Mint a shorter-lived, narrower token from the caller's",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("MintRequest")}}},
+                "responses": {"200": _answer(_ref("MintResponse"), "The derived token"), **_ERRORS,
+                              "403": _answer(_ref("ErrorBody"), "Asks for more than the caller holds, or "
+                                                                "minting is disabled")},
+            }},
             "/api/openapi.json": _get("This document", {"description": "OpenAPI 3.1"}, secured=False),
             "/.well-known/rstream/engine": _get("Discovery", _answer(_ref("Discovery"), "What this engine offers"),
                                                 secured=False),

@@ -1,23 +1,25 @@
 """Requests to the engine's own host → responses. Sans-IO: an `Inventory` supplies the live state and
 checks credentials; nothing here touches a socket, so both HTTP edges share it and tests call it directly.
 
-Only GET exists. The token comes from `Authorization: Bearer`; the `rstream.token` query
-parameter is for the streaming endpoints only (a token in a URL ends up in logs and histories), so it is
-not read here. Errors are `{"error", "status"}` JSON, never echoing the credential.
+GET everywhere, POST to mint a derived token (tokens.py). The token comes from `Authorization: Bearer`;
+the `rstream.token` query parameter is for the streaming endpoints only (a token in a URL ends up in logs
+and histories), so it is not read here. Errors are `{"error", "status"}` JSON, never echoing the credential.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from portway.engine.api.openapi import openapi_document
+from portway.engine.api.tokens import MintRefused, MintRequest, MintResponse, derive
 from portway.engine.api.views import AuthView, ClientView, Discovery, ErrorBody, TunnelView
 from portway.engine.auth import Principal
 from portway.engine.filters import FilterError, compile_filter
@@ -25,6 +27,7 @@ from portway.engine.policy import bearer_token
 from portway.errors import AuthError
 
 MAX_PARAMS_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 10_000
 TUNNEL_FILTER_FIELDS = frozenset({"id", "name", "type", "status", "client_id", "user_id", "protocol", "hostname",
                                   "publish", "http_version", "labels", "host", "port", "project_id"})
@@ -46,6 +49,9 @@ class Inventory(Protocol):
     def tunnel_count(self) -> int: ...
 
     def clients(self) -> list[ClientView]: ...
+
+    def issue(self, *, subject: str, ttl_s: int, extra: dict[str, object]) -> str:
+        """A token signed by this engine (AuthError when it does not use tokens or forbids minting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +75,18 @@ def is_api_target(target: bytes) -> bool:
 
 
 def answer(inventory: Inventory, method: str, target: str, authorization: bytes | None, *,
-           secure: bool = True) -> ApiResponse:
+           secure: bool = True, body: bytes = b"") -> ApiResponse:
     """The response to one request for the engine's own host; `secure` is False on the cleartext listener,
     where only the health endpoint answers (tokens are not sent in clear)."""
     try:
-        if method != "GET":
-            raise _Refusal(405, "only GET is supported", (("Allow", "GET"),))
         parts = urlsplit(target)
         path = unquote(parts.path)
+        if path == "/api/tokens":
+            if method != "POST":
+                raise _Refusal(405, "use POST to mint a token", (("Allow", "POST"),))
+            return _mint(inventory, _principal(inventory, authorization), body)
+        if method != "GET":
+            raise _Refusal(405, "only GET is supported here", (("Allow", "GET"),))
         if path in ("/healthz", "/api/health"):
             return _json({"status": "ok", "version": inventory.version, "tunnels": inventory.tunnel_count()})
         if not secure:
@@ -137,6 +147,26 @@ def _one_tunnel(inventory: Inventory, principal: Principal, path: str, query: Qu
         if tunnel.id == wanted:
             return _model(tunnel)
     raise _Refusal(404, "no live tunnel has this id")
+
+
+def _mint(inventory: Inventory, principal: Principal, body: bytes) -> ApiResponse:
+    try:
+        request = MintRequest.model_validate_json(body or b"{}")
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise _Refusal(400, f"{where}: {first['msg']}") from None
+    now = time.time()
+    try:
+        ttl, claims = derive(principal, request, now=now, engine=inventory.host)
+        token = inventory.issue(subject=principal.subject, ttl_s=ttl, extra=claims)
+    except MintRefused as error:
+        raise _Refusal(403, str(error)) from None
+    except ValueError as error:
+        raise _Refusal(400, str(error)) from None
+    except AuthError as error:
+        raise _Refusal(403, str(error)) from None
+    return _model(MintResponse(token=token, expires_at=int(now) + ttl))
 
 
 _ROUTES: dict[str, Callable[[Inventory, Principal, str, Query], ApiResponse]] = {

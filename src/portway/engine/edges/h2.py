@@ -63,6 +63,7 @@ class H2Edge(H2Shell):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
         self._pages: dict[int, bytes] = {}  # edge pages whose body waits for the visitor's window
+        self._local: dict[int, tuple[h2rules.H2Request, bytearray]] = {}  # engine API requests with a body
 
     # ---- connection ----
 
@@ -112,15 +113,21 @@ class H2Edge(H2Shell):
             self._request(event)
         elif isinstance(event, h2.events.DataReceived):
             exchange = self.exchanges.get(event.stream_id)
-            if exchange is None:
+            if event.stream_id in self._local:
+                self._local_data(event)
+            elif exchange is None:
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             else:
                 exchange.request_body(event.data, event.flow_controlled_length)
         elif isinstance(event, h2.events.StreamEnded):
+            if event.stream_id in self._local:
+                request, body = self._local.pop(event.stream_id)
+                self._answer_locally(event.stream_id, request, bytes(body))
             exchange = self.exchanges.get(event.stream_id)
             if exchange is not None:
                 exchange.end_request()
         elif isinstance(event, h2.events.StreamReset):
+            self._local.pop(event.stream_id, None)
             exchange = self.exchanges.pop(event.stream_id, None)
             if exchange is not None:
                 self._abandon(exchange)
@@ -146,7 +153,10 @@ class H2Edge(H2Shell):
         # A plain CONNECT names its target, not the tunnel: it is routed by the TLS server name.
         name = (self.sni or "") if request.connect else host_name(request.authority)
         if is_engine_host(name, self.ctx.host):
-            self._answer_locally(stream_id, request)
+            if event.stream_ended is not None:
+                self._answer_locally(stream_id, request, b"")
+            else:  # the engine API request has a body: answered at its end (see _local_data)
+                self._local[stream_id] = (request, bytearray())
             return
         tunnel = self.ctx.registry.by_hostname(name)
         if tunnel is None or tunnel.props.protocol != "http":
@@ -403,10 +413,20 @@ class H2Edge(H2Shell):
         self.ctx.counters.count(self.ctx.counters.http_responses, status)
         access_log.info("src=%s host=%s proto=h2 status=%d %s", self.source_ip, host or self.sni, status, detail)
 
-    def _answer_locally(self, stream_id: int, request: h2rules.H2Request) -> None:
+    def _local_data(self, event: h2.events.DataReceived) -> None:
+        """Body bytes of an engine API request, bounded; past the bound the stream gets a 413."""
+        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        request, body = self._local[event.stream_id]
+        body += event.data or b""
+        if len(body) > api_routes.MAX_BODY_BYTES:
+            del self._local[event.stream_id]
+            self._answer(event.stream_id, 413, "the request body is too large for the engine API",
+                         request.header(b"accept"))
+
+    def _answer_locally(self, stream_id: int, request: h2rules.H2Request, body: bytes) -> None:
         answer = api_routes.answer(EngineInventory(self.ctx), request.method.decode("latin-1"),
                                    request.path.decode("latin-1"), request.header(b"authorization"),
-                                   secure=self.scheme == b"https")
+                                   secure=self.scheme == b"https", body=body)
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
         self._respond(stream_id, answer.status, answer.body, answer.content_type, extra, cache=answer.cache)
         self.ctx.counters.count(self.ctx.counters.http_responses, answer.status)

@@ -91,6 +91,7 @@ class HttpEdge(Pipe):
         self._paused = 0
         self._raw = False
         self._local = False
+        self._local_body = bytearray()  # a request body for the engine's own endpoints (bounded)
         self._failed = False
         self._closing = False
         self._upstream_gone = False
@@ -256,6 +257,11 @@ class HttpEdge(Pipe):
 
     def on_body(self, body: bytes) -> None:
         self._body_seen = True
+        if self._local:
+            self._local_body += body
+            if len(self._local_body) > api_routes.MAX_BODY_BYTES:
+                raise Reject(413, "the request body is too large for the engine API")
+            return
         ex = self._current
         if ex is not None:
             self._send(ex, b"%x\r\n%s\r\n" % (len(body), body) if self._chunked else body)
@@ -478,7 +484,8 @@ class HttpEdge(Pipe):
         method = self._parser.get_method()
         answer = api_routes.answer(EngineInventory(self.ctx), method.decode("latin-1"),
                                    self._url.decode("latin-1"), self._head.authorization_value(),
-                                   secure=self.scheme == "https")
+                                   secure=self.scheme == "https", body=bytes(self._local_body))
+        self._local_body.clear()
         extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
         page = response(answer.status, answer.body, answer.content_type, close=not keep, extra=extra,
                         cache=answer.cache)

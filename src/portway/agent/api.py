@@ -1,0 +1,88 @@
+"""A client of the Engine HTTP API (§4.1): credential check, live inventories, token minting.
+
+Same engine address, token and TLS trust as the agent connection; one short-lived HTTPS connection per
+call (these are occasional calls from commands and scripts, not a hot path).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from portway.agent.options import AgentOptions, split_engine, ssl_context
+from portway.errors import EngineApiError, TransportError
+
+API_ALPN = ("h2", "http/1.1")
+
+
+class EngineApi:
+    """`GET /api/...` calls with the agent's credentials; errors raise `EngineApiError`/`TransportError`."""
+
+    def __init__(self, options: AgentOptions, timeout_s: float = 10.0) -> None:
+        host, port = split_engine(options.engine)
+        self._base = f"https://{f'[{host}]' if ':' in host else host}:{port}"
+        self._token = options.token
+        self._tls = ssl_context(options.tls, API_ALPN)
+        self._sni = options.tls.server_name
+        self._timeout = timeout_s
+
+    async def auth(self) -> dict[str, Any]:
+        """Who the token speaks for (`subject`, `type`, `expires_at`); 401 when it is refused."""
+        value = await self._call("GET", "/api/auth")
+        assert isinstance(value, dict)
+        return value
+
+    async def tunnels(self, filters: Mapping[str, object] | None = None, limit: int | None = None) -> list[Any]:
+        return await self._list("/api/tunnels", filters, limit)
+
+    async def tunnel(self, tunnel_id: str) -> dict[str, Any]:
+        value = await self._call("GET", f"/api/tunnels/{httpx.URL(path=tunnel_id).raw_path.decode()}")
+        assert isinstance(value, dict)
+        return value
+
+    async def clients(self, filters: Mapping[str, object] | None = None, limit: int | None = None) -> list[Any]:
+        return await self._list("/api/clients", filters, limit)
+
+    async def discovery(self) -> dict[str, Any]:
+        value = await self._call("GET", "/.well-known/rstream/engine", auth=False)
+        assert isinstance(value, dict)
+        return value
+
+    async def mint_token(self, body: Mapping[str, object]) -> dict[str, Any]:
+        """A short-lived token derived from this client's token (`POST /api/tokens`)."""
+        value = await self._call("POST", "/api/tokens", body=body)
+        assert isinstance(value, dict)
+        return value
+
+    async def _list(self, path: str, filters: Mapping[str, object] | None, limit: int | None) -> list[Any]:
+        params: dict[str, object] = {}
+        if filters:
+            params["filters"] = dict(filters)
+        if limit is not None:
+            params["limit"] = limit
+        value = await self._call("GET", path, query={"params": json.dumps(params)} if params else None)
+        if not isinstance(value, list):
+            raise EngineApiError(200, "expected a JSON array")
+        return value
+
+    async def _call(self, method: str, path: str, *, query: dict[str, str] | None = None,
+                    body: Mapping[str, object] | None = None, auth: bool = True) -> object:
+        headers = {"Authorization": f"Bearer {self._token}"} if auth and self._token else {}
+        extensions = {"sni_hostname": self._sni} if self._sni else None
+        try:
+            async with httpx.AsyncClient(verify=self._tls, http2=True, timeout=self._timeout) as client:
+                response = await client.request(method, self._base + path, params=query, headers=headers,
+                                                json=body, extensions=extensions)
+        except httpx.HTTPError as error:
+            raise TransportError(f"cannot reach the engine API at {self._base}: {error}") from None
+        try:
+            value = response.json()
+        except ValueError:
+            value = None
+        if response.status_code >= 400:
+            message = value.get("error") if isinstance(value, dict) else None
+            raise EngineApiError(response.status_code, str(message or response.reason_phrase))
+        return value

@@ -1,0 +1,65 @@
+"""Derived tokens (`POST /api/tokens`): a holder mints a short-lived token that can never do more than its
+own — lifetime capped by the parent's expiry, permissions a subset of the parent's, `resources` the
+intersection (an AND node over the parent's tree and the requested one, §3.2). Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from portway.engine.auth import Principal
+
+MAX_EXPIRES_IN_S = 3600
+
+
+class MintRequest(BaseModel):
+    """The request body, as `rstream token create` takes it (§3.3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_in: int = Field(60, ge=1, le=MAX_EXPIRES_IN_S, description="Lifetime in seconds")
+    permissions: list[str] | None = Field(None, description="A subset of the parent's (null = the parent's)")
+    resources: dict[str, Any] | None = Field(None, description='{"tunnels": node}: narrows the parent\'s')
+
+
+class MintResponse(BaseModel):
+    token: str
+    expires_at: int
+    type: str = "auth"
+
+
+class MintRefused(Exception):
+    """The request asks for more than the parent token holds (403)."""
+
+
+def derive(parent: Principal, request: MintRequest, *, now: float, engine: str) -> tuple[int, dict[str, object]]:
+    """(lifetime in seconds, extra claims) of the derived token; raises MintRefused or ValueError."""
+    ttl = request.expires_in
+    if parent.expires_at is not None:
+        ttl = min(ttl, int(parent.expires_at - now))
+    if ttl < 1:
+        raise MintRefused("the token has (almost) expired: nothing is left to delegate")
+    claims: dict[str, object] = {"metadata": {"engine": engine}, "sourceCredentialId": parent.token_id}
+    held = parent.claims.get("permissions")
+    if request.permissions is not None:
+        if isinstance(held, list) and not set(request.permissions) <= set(held):
+            missing = sorted(set(request.permissions) - set(held))
+            raise MintRefused(f"the token does not hold the permissions {', '.join(missing)}")
+        claims["permissions"] = request.permissions
+    elif isinstance(held, list):
+        claims["permissions"] = held
+    resources = _narrow(parent.claims.get("resources"), request.resources)
+    if resources is not None:
+        claims["resources"] = resources
+    return ttl, claims
+
+
+def _narrow(held: object, wanted: dict[str, Any] | None) -> object:
+    if wanted is None:
+        return held
+    if set(wanted) - {"tunnels"} or not isinstance(wanted.get("tunnels"), dict):
+        raise ValueError('resources must be {"tunnels": {...}}')
+    if not isinstance(held, dict) or not isinstance(held.get("tunnels"), dict):
+        return {"tunnels": wanted["tunnels"]}
+    return {"tunnels": {"AND": [held["tunnels"], wanted["tunnels"]]}}
