@@ -3,6 +3,7 @@ engine/token/TLS flags resolved flags > environment > context (config.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -10,11 +11,38 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+import yaml
 
 from portway.agent import Client, TLSOptions
 from portway.cli.config import Connection, resolve
 from portway.cli.config import load as load_cli_config
 from portway.errors import ConfigError
+
+
+def print_rows(rows: list[dict[str, Any]], output: str, columns: list[str]) -> None:
+    """Rows as an aligned table (the given columns; `-` for empty), JSON or YAML (every field)."""
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    elif output == "yaml":
+        click.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
+    else:
+        cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+        click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+        for row in cells:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: object) -> str:
+    if value is None or value in ("", {}, []):
+        return "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if value is True:
+        return "yes"
+    return "no" if value is False else str(value)
 
 
 def fail(message: str, hint: str | None = None, code: int = 1) -> NoReturn:

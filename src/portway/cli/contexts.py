@@ -4,15 +4,13 @@ token is stored, not its value."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
-from portway.cli.common import fail
+from portway.cli.common import fail, print_rows
 from portway.cli.config import Auth, Config, Context, EngineTls, TokenAuth, TokenStorage, Transport, load, save
 from portway.errors import ConfigError
 
@@ -53,17 +51,8 @@ def _row(context: Context, default: str | None) -> dict[str, Any]:
 
 
 def _print(rows: list[dict[str, Any]], output: str) -> None:
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
-    elif output == "yaml":
-        click.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
-    elif output == "table":
-        columns = ["name", "default", "engine", "token", "ca_file"]
-        cells = [[("*" if r["default"] else "") if c == "default" else str(r[c] or "-") for c in columns] for r in rows]
-        widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-        click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-        for row in cells:
-            click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print_rows([{**row, "default": "*" if row["default"] else ""} if output == "table" else row for row in rows],
+               output, ["name", "default", "engine", "token", "ca_file"])
 
 
 _OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",

@@ -18,9 +18,13 @@ from portway.cli.common import fail, target
 from portway.cli.config import config_path
 from portway.cli.contexts import context_group
 from portway.cli.demo import start_demo_service
+from portway.cli.doctor import doctor
 from portway.cli.forward import forward
+from portway.cli.inventory import client_group, tunnel_group
+from portway.cli.login import login, logout
 from portway.cli.netcat import nc
 from portway.cli.runtime import run, setup_logging, until_signal
+from portway.cli.token import token_group
 from portway.engine import Engine, load_config
 from portway.engine.auth import mint_token
 from portway.engine.state import EngineState, default_state_dir
@@ -54,6 +58,12 @@ def cli(ctx: click.Context, log_level: str, config_file: str | None, context_nam
 cli.add_command(context_group)
 cli.add_command(context_group, name="ctx")
 cli.add_command(forward)
+cli.add_command(tunnel_group)
+cli.add_command(client_group)
+cli.add_command(login)
+cli.add_command(logout)
+cli.add_command(doctor)
+cli.add_command(token_group)
 cli.add_command(nc)
 cli.add_command(nc, name="netcat")
 
