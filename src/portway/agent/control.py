@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from portway import __version__
+from portway.agent.observe import watch
 from portway.agent.stream import EngineDialer, UpstreamUnreachable, open_pipe, open_stream, open_upstream
 from portway.agent.tunnel import Tunnel
 from portway.errors import ClosedError, EngineRejected, PortwayError
@@ -254,6 +255,9 @@ class ControlChannel(asyncio.Protocol):
                 upstream.close()
                 raise
             splice(upstream, data)
+            if tunnel.observer is not None:
+                watch(tunnel.observer, req.stream_id, req.source_ip, data, upstream,
+                      http=tunnel.properties.protocol == "http")
             tunnel.streams += 1
             self._reply(req.stream_id)
             return
