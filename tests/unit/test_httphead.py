@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,7 +29,7 @@ def feed_in_chunks(data: bytes, cuts: list[int], limit: int = MAX_LINE_BYTES) ->
     sniffer = FirstLine(limit)
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     fed = 0
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         fed += 1
         if sniffer.feed(data[start:end]):
             break
