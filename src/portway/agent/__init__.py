@@ -2,7 +2,7 @@
 
 from portway.agent.client import Client
 from portway.agent.control import ControlChannel
-from portway.agent.observe import ForwardedStream, StreamObserver
+from portway.agent.observe import ForwardedStream, HttpExchange, StreamObserver
 from portway.agent.options import TLSOptions
 from portway.agent.reconnect import Backoff, is_fatal, keep_tunnel
 from portway.agent.stream import DatagramStream, Stream
@@ -14,6 +14,7 @@ __all__ = [
     "ControlChannel",
     "DatagramStream",
     "ForwardedStream",
+    "HttpExchange",
     "Stream",
     "StreamObserver",
     "TLSOptions",

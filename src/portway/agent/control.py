@@ -267,10 +267,10 @@ class ControlChannel(asyncio.Protocol):
             except BaseException:
                 upstream.close()
                 raise
-            splice(upstream, data)
-            if tunnel.observer is not None:
+            if tunnel.observer is not None:  # before the splice, so the taps see bytes already held
                 watch(tunnel.observer, req.stream_id, req.source_ip, data, upstream,
                       http=tunnel.properties.protocol == "http")
+            splice(upstream, data)
             tunnel.streams += 1
             self._reply(req.stream_id)
             return

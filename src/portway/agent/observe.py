@@ -1,10 +1,12 @@
 """An optional observer of the streams `Tunnel.forward_to` relays: opened, closed (with byte counts), and for
-http tunnels the first request line and response status line of each stream.
+http tunnels the request line and response status line of each exchange.
 
-Cost on the relay: the pipes count bytes anyway; the sniffers see only the first chunks of each direction,
-up to one bounded line (`httphead.MAX_LINE_BYTES`), and then unhook themselves, so the rest of the stream runs
-exactly as an unobserved one. Later requests on a kept-alive stream are not parsed (that would mean following
-HTTP framing through every byte); HTTP/2 (h2c) and TLS upstreams show as streams without requests.
+Cost on the relay: the pipes count bytes anyway. The sniffers look only at the first chunks of each message
+head — one bounded line (`httphead.MAX_LINE_BYTES`) — and unhook themselves in between: a request tap until
+the request line is read, then a response tap until the status line is read, then a request tap again for
+the next exchange (the engine keeps upstream streams alive and reuses them, so looking at the start of the
+stream alone would miss most requests). Bodies are never scanned. A line that is not HTTP/1.x (h2c, TLS
+upstreams, a body that was not where a head was expected) ends the sniffing for that stream.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from portway.agent.httphead import FirstLine, RequestLine, StatusLine, parse_request_line, parse_status_line
 from portway.pipe import Pipe
@@ -27,10 +30,7 @@ class ForwardedStream:
         self.id = stream_id
         self.source_ip = source_ip
         self.opened_at = now
-        self.request: RequestLine | None = None
-        self.requested_at: float | None = None
-        self.status: StatusLine | None = None
-        self.duration_s: float | None = None  # request line seen → status line seen
+        self.exchanges = 0
         self._visitor = visitor
         self._upstream = upstream
 
@@ -43,6 +43,16 @@ class ForwardedStream:
         return self._upstream.bytes_in
 
 
+@dataclass(slots=True)
+class HttpExchange:
+    """One request on a stream: its request line, then (once seen) the status line and how long it took."""
+
+    request: RequestLine
+    started_at: float
+    status: StatusLine | None = None
+    duration_s: float | None = None  # request line seen → status line seen
+
+
 class StreamObserver:
     """Override what you need. Methods run on the event loop in the relay's path: keep them quick and
     non-raising (an exception is logged and the observer is otherwise ignored for that event)."""
@@ -50,11 +60,11 @@ class StreamObserver:
     def stream_opened(self, stream: ForwardedStream) -> None:
         """A visitor's stream reached the local service."""
 
-    def request_seen(self, stream: ForwardedStream) -> None:
-        """`stream.request` was parsed (http tunnels)."""
+    def request_seen(self, stream: ForwardedStream, exchange: HttpExchange) -> None:
+        """A request line was read (http tunnels); `exchange` is updated in place when its response comes."""
 
-    def response_seen(self, stream: ForwardedStream) -> None:
-        """`stream.status` and `stream.duration_s` were parsed (http tunnels)."""
+    def response_seen(self, stream: ForwardedStream, exchange: HttpExchange) -> None:
+        """`exchange.status` and `exchange.duration_s` were set (http tunnels)."""
 
     def stream_closed(self, stream: ForwardedStream) -> None:
         """Both directions ended; the byte counters are final."""
@@ -75,47 +85,53 @@ def watch(observer: StreamObserver, stream_id: str, source_ip: str | None, visit
                 _call(observer.stream_closed, stream)
 
     if http:
-        _sniff_request(observer, stream, visitor, loop)
-        _sniff_response(observer, stream, upstream, loop)
+        _HttpTaps(observer, stream, visitor, upstream, loop)
     visitor.notify_close(ended)
     upstream.notify_close(ended)
 
 
-def _sniff_request(observer: StreamObserver, stream: ForwardedStream, pipe: Pipe,
-                   loop: asyncio.AbstractEventLoop) -> None:
-    first = FirstLine()
+class _HttpTaps:
+    """Alternating request and response taps for one stream (see the module docstring)."""
 
-    def tap(data: bytes) -> None:
-        if not first.feed(data):
+    def __init__(self, observer: StreamObserver, stream: ForwardedStream, visitor: Pipe, upstream: Pipe,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.observer, self.stream, self.loop = observer, stream, loop
+        self.visitor, self.upstream = visitor, upstream
+        self.exchange: HttpExchange | None = None
+        self.line = FirstLine()
+        visitor.set_tap(self.request_data)
+
+    def request_data(self, data: bytes) -> None:
+        if not self.line.feed(data):
             return
-        pipe.set_tap(None)
-        request = parse_request_line(first.line) if first.line is not None else None
-        if request is not None:
-            stream.request, stream.requested_at = request, loop.time()
-            _call(observer.request_seen, stream)
-
-    pipe.set_tap(tap)
-
-
-def _sniff_response(observer: StreamObserver, stream: ForwardedStream, pipe: Pipe,
-                    loop: asyncio.AbstractEventLoop) -> None:
-    first = FirstLine()
-
-    def tap(data: bytes) -> None:
-        if not first.feed(data):
+        self.visitor.set_tap(None)
+        request = parse_request_line(self.line.line) if self.line.line is not None else None
+        if request is None:
             return
-        pipe.set_tap(None)
-        status = parse_status_line(first.line) if first.line is not None else None
-        if status is not None and stream.request is not None:
-            stream.status = status
-            stream.duration_s = loop.time() - (stream.requested_at or stream.opened_at)
-            _call(observer.response_seen, stream)
+        self.exchange = HttpExchange(request, self.loop.time())
+        self.stream.exchanges += 1
+        _call(self.observer.request_seen, self.stream, self.exchange)
+        self.line = FirstLine()
+        self.upstream.set_tap(self.response_data)
 
-    pipe.set_tap(tap)
+    def response_data(self, data: bytes) -> None:
+        if not self.line.feed(data):
+            return
+        self.upstream.set_tap(None)
+        status = parse_status_line(self.line.line) if self.line.line is not None else None
+        if status is None or self.exchange is None:
+            return
+        self.line = FirstLine()
+        if status.status < 200:  # interim (100 Continue): the final status line is still to come
+            self.upstream.set_tap(self.response_data)
+            return
+        self.exchange.status, self.exchange.duration_s = status, self.loop.time() - self.exchange.started_at
+        _call(self.observer.response_seen, self.stream, self.exchange)
+        self.visitor.set_tap(self.request_data)
 
 
-def _call(method: Callable[[ForwardedStream], None], stream: ForwardedStream) -> None:
+def _call(method: Callable[..., None], *args: object) -> None:
     try:
-        method(stream)
+        method(*args)
     except Exception:
         log.exception("stream observer failed")  # an observer's bug must not break the relay

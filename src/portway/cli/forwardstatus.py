@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import time
 
-from portway.agent import ForwardedStream, StreamObserver, Tunnel
+from portway.agent import ForwardedStream, HttpExchange, StreamObserver, Tunnel
 
 RECENT_REQUESTS = 10
 
@@ -25,7 +25,7 @@ class ForwardStatus(StreamObserver):
         self.open: dict[str, ForwardedStream] = {}
         self.total_streams = 0
         self.total_requests = 0
-        self.recent: collections.deque[ForwardedStream] = collections.deque(maxlen=RECENT_REQUESTS)
+        self.recent: collections.deque[HttpExchange] = collections.deque(maxlen=RECENT_REQUESTS)
         self._closed_in = 0
         self._closed_out = 0
 
@@ -48,9 +48,9 @@ class ForwardStatus(StreamObserver):
         self.open[stream.id] = stream
         self.total_streams += 1
 
-    def request_seen(self, stream: ForwardedStream) -> None:
+    def request_seen(self, stream: ForwardedStream, exchange: HttpExchange) -> None:
         self.total_requests += 1
-        self.recent.append(stream)
+        self.recent.append(exchange)  # its status fills in when the response comes
 
     def stream_closed(self, stream: ForwardedStream) -> None:
         self.open.pop(stream.id, None)

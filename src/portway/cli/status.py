@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from portway import __version__
-from portway.agent import ForwardedStream
+from portway.agent import HttpExchange
 from portway.cli.forwardstatus import ForwardStatus
 
 REFRESH_PER_SECOND = 4
@@ -36,13 +36,13 @@ def human_duration(seconds: float) -> str:
     return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
-def _request_row(stream: ForwardedStream) -> tuple[Text, Text, Text, Text]:
-    assert stream.request is not None
-    status = stream.status.status if stream.status is not None else None
+def _request_row(exchange: HttpExchange) -> tuple[Text, Text, Text, Text]:
+    status = exchange.status.status if exchange.status is not None else None
     style = "green" if status is not None and status < 400 else "red" if status is not None else "dim"
-    path = stream.request.target if len(stream.request.target) <= 60 else stream.request.target[:57] + "..."
-    duration = f"{stream.duration_s * 1000:.0f} ms" if stream.duration_s is not None else "…"
-    return (Text(stream.request.method, style="bold"), Text(path), Text(str(status or "…"), style=style),
+    target = exchange.request.target
+    path = target if len(target) <= 60 else target[:57] + "..."
+    duration = f"{exchange.duration_s * 1000:.0f} ms" if exchange.duration_s is not None else "…"
+    return (Text(exchange.request.method, style="bold"), Text(path), Text(str(status or "…"), style=style),
             Text(duration, style="dim"))
 
 
@@ -66,8 +66,8 @@ def render(status: ForwardStatus) -> Panel:
         recent = Table(box=None, show_header=True, header_style="bold", padding=(0, 2), title_justify="left")
         for column in ("Method", "Path", "Status", "Time"):
             recent.add_column(column, no_wrap=True)
-        for stream in reversed(status.recent):
-            recent.add_row(*_request_row(stream))
+        for exchange in reversed(status.recent):
+            recent.add_row(*_request_row(exchange))
         parts.append(recent)
     title = f"portway forward {__version__}" + (f" · tunnel {status.tunnel_id}" if status.tunnel_id else "")
     return Panel(Group(*parts), title=title, title_align="left", subtitle="Ctrl-C to stop", subtitle_align="right")
