@@ -44,6 +44,7 @@ class Pipe(asyncio.Protocol):
         self._eof = False
         self._on_close = on_close
         self._writing_paused = False
+        self._tap: Callable[[bytes], None] | None = None
 
     @classmethod
     def adopt(cls, transport: asyncio.Transport, initial: bytes = b"") -> Pipe:
@@ -65,6 +66,8 @@ class Pipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self._tap is not None:
+            self._tap(data)
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
@@ -153,6 +156,15 @@ class Pipe(asyncio.Protocol):
         successor._writing_paused = self._writing_paused
         if successor.transport is not None and not self.closed:
             successor.transport.set_protocol(successor)
+
+    def set_tap(self, tap: Callable[[bytes], None] | None) -> None:
+        """Show `tap` each chunk this pipe reads, starting with those it holds before a splice; None unhooks
+        it. For observers that look at the first bytes only (agent/observe.py): they unhook themselves."""
+        self._tap = tap
+        for chunk in list(self._backlog):
+            if self._tap is None:
+                break
+            self._tap(chunk)
 
     def notify_close(self, callback: Callable[[Pipe], None]) -> None:
         """Call `callback(self)` once the connection is lost (at once if it already is); one per pipe."""

@@ -2,6 +2,7 @@
 
 from portway.agent.client import Client
 from portway.agent.control import ControlChannel
+from portway.agent.observe import ForwardedStream, HttpExchange, StreamObserver
 from portway.agent.options import TLSOptions
 from portway.agent.reconnect import Backoff, is_fatal, keep_tunnel
 from portway.agent.stream import DatagramStream, Stream
@@ -13,7 +14,10 @@ __all__ = [
     "Client",
     "ControlChannel",
     "DatagramStream",
+    "ForwardedStream",
+    "HttpExchange",
     "Stream",
+    "StreamObserver",
     "TLSOptions",
     "Tunnel",
     "forwarding_address",

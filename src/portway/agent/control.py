@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from portway import __version__
+from portway.agent import udprelay
+from portway.agent.observe import watch
 from portway.agent.stream import EngineDialer, UpstreamUnreachable, open_pipe, open_stream, open_upstream
 from portway.agent.tunnel import Tunnel
 from portway.errors import ClosedError, EngineRejected, PortwayError
@@ -245,6 +247,18 @@ class ControlChannel(asyncio.Protocol):
         first = messages.proxy_req(details, req.stream_id, self.options.zero_rtt)
         target = tunnel.target
         reply = None if self.options.zero_rtt else "proxy_rsp"
+        if target is not None and tunnel.properties.type == "datagram":
+            stream = await open_stream(self.dialer, first, reply)
+            stream.stream_id = req.stream_id
+            try:
+                udp = await udprelay.open_udp(stream, target.host, target.port)
+            except BaseException:
+                await stream.close()
+                raise
+            udprelay.relay(stream, udp)
+            tunnel.streams += 1
+            self._reply(req.stream_id)
+            return
         if target is not None:
             # Reach the local service first: if it is down, say so instead of opening a dead stream.
             upstream = await open_upstream(target.host, target.port, self.options.connect_timeout_s)
@@ -253,6 +267,9 @@ class ControlChannel(asyncio.Protocol):
             except BaseException:
                 upstream.close()
                 raise
+            if tunnel.observer is not None:  # before the splice, so the taps see bytes already held
+                watch(tunnel.observer, req.stream_id, req.source_ip, data, upstream,
+                      http=tunnel.properties.protocol == "http")
             splice(upstream, data)
             tunnel.streams += 1
             self._reply(req.stream_id)

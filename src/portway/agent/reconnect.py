@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from portway.agent.client import Client
+from portway.agent.observe import StreamObserver
 from portway.agent.tunnel import Tunnel
 from portway.errors import AuthError, ConfigError, EngineRejected, PortwayError
 from portway.wire.codes import ErrorCode
@@ -52,14 +53,19 @@ StateCallback = Callable[[str, Tunnel | None, BaseException | None], None]
 
 
 async def keep_tunnel(client: Client, spec: TunnelProperties, target: tuple[str, int], *,
-                      on_state: StateCallback, retry: bool = True, backoff: Backoff | None = None) -> None:
+                      on_state: StateCallback, retry: bool = True, backoff: Backoff | None = None,
+                      observer: StreamObserver | None = None) -> None:
     """Keep a tunnel forwarding to `target` alive. Returns only when `retry` is False and the first
-    connection ends; raises the error when it is fatal (or retries are off)."""
+    connection ends; raises the error when it is fatal (or retries are off).
+
+    `on_state` hears connecting → connected (control channel open) → online (tunnel created), then
+    reconnecting, or failed/closed at the end; `observer` hears about every relayed stream."""
     policy = backoff or Backoff()
     while True:
         on_state("connecting", None, None)
         try:
             control = await client.connect()
+            on_state("connected", None, None)
             try:
                 tunnel = await control.create_tunnel(spec)
                 if tunnel.properties.hostname and spec.publish is not False and spec.protocol != "tcp":
@@ -68,7 +74,7 @@ async def keep_tunnel(client: Client, spec: TunnelProperties, target: tuple[str,
                     spec = spec.replace(port=tunnel.properties.port)
                 policy.reset()
                 on_state("online", tunnel, None)
-                forward = asyncio.ensure_future(tunnel.forward_to(*target))
+                forward = asyncio.ensure_future(tunnel.forward_to(*target, observer=observer))
                 try:
                     await control.wait_closed()
                 finally:

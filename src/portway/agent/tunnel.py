@@ -8,6 +8,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from portway.agent.observe import StreamObserver
 from portway.agent.stream import Stream
 from portway.errors import ClosedError
 from portway.wire.hostnames import forwarding_address
@@ -32,6 +33,7 @@ class Tunnel:
         self.control = control
         self.properties = properties
         self.target: ForwardTarget | None = None
+        self.observer: StreamObserver | None = None
         self._queue: asyncio.Queue[Stream | None] = asyncio.Queue(ACCEPT_QUEUE)
         self._closed = asyncio.Event()
         self.streams = 0
@@ -67,9 +69,10 @@ class Tunnel:
         except ClosedError:
             raise StopAsyncIteration from None
 
-    async def forward_to(self, host: str, port: int) -> None:
-        """Relay every stream to `host:port` until the tunnel closes."""
+    async def forward_to(self, host: str, port: int, *, observer: StreamObserver | None = None) -> None:
+        """Relay every stream to `host:port` until the tunnel closes; `observer` hears about each stream."""
         self.target = ForwardTarget(host, port)
+        self.observer = observer
         await self._closed.wait()
 
     async def wait_closed(self) -> None:
