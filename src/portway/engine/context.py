@@ -17,6 +17,7 @@ from portway.engine.certs import CertFiles
 from portway.engine.config import EngineConfig
 from portway.engine.edges.h2upstream import H2UpstreamPool
 from portway.engine.edges.pool import UpstreamPool
+from portway.engine.events import EventBus
 from portway.engine.policy import IPAddress
 from portway.engine.registry import Registry, Tunnel
 from portway.pipe import Pipe
@@ -164,6 +165,8 @@ class EngineContext:
     counters: Counters = field(default_factory=Counters)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sessions: set[Session] = field(default_factory=set)
+    events: EventBus = field(default_factory=EventBus)
+    services: dict[str, object] = field(default_factory=dict)  # optional parts by name (e.g. "webhooks")
     streams: OpenStreams = field(init=False)
 
     def __post_init__(self) -> None:

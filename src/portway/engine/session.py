@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 
+from portway.engine.api.inventory import client_view, tunnel_view
 from portway.engine.auth import Principal
 from portway.engine.capabilities import check_supported
 from portway.engine.context import EngineContext
@@ -67,6 +68,7 @@ class AgentSession(asyncio.Protocol):
         self._flush()
         self._arm_timer()
         self.ctx.sessions.add(self)
+        self._announce("client.created")
         self.ctx.counters.control_channels += 1
         agreed = conn.liveness
         log.info("control channel open: client %s agent=%s version=%s from %s (liveness %s)",
@@ -104,6 +106,7 @@ class AgentSession(asyncio.Protocol):
         for tunnel in list(self.tunnels.values()):
             self._withdraw(tunnel, reserve=reserve)
         self.ctx.sessions.discard(self)
+        self._announce("client.deleted")
         log.info("control channel closed: client %s (%s)", self.client_id, reason)
 
     # ---- I/O ----
@@ -247,6 +250,8 @@ class AgentSession(asyncio.Protocol):
             raise InvalidTunnelProperties("control channel closed", ErrorCode.SERVICE_UNAVAILABLE)
         ctx.registry.add(tunnel)
         self.tunnels[tunnel.id] = tunnel
+        self._announce("tunnel.created", tunnel)
+        self._announce("client.updated")
         return tunnel
 
     def _resolve_conflicts(self, props: TunnelProperties) -> None:
@@ -279,9 +284,19 @@ class AgentSession(asyncio.Protocol):
         self._withdraw(tunnel)
         self._reply(lambda conn: conn.tunnel_closed(tunnel_id))
 
+    def _announce(self, kind: str, tunnel: Tunnel | None = None) -> None:
+        """Publish a lifecycle event about this client or one of its tunnels (events.py)."""
+        view = client_view(self) if tunnel is None else tunnel_view(tunnel)
+        if kind.endswith(".deleted"):
+            view.status = "offline"
+        self.ctx.events.publish(kind, view.model_dump(mode="json"), user_id=self.principal.subject)
+
     def _withdraw(self, tunnel: Tunnel, *, reserve: bool = False) -> None:
         self.tunnels.pop(tunnel.id, None)
-        self.ctx.registry.remove(tunnel)
+        if self.ctx.registry.remove(tunnel):
+            self._announce("tunnel.deleted", tunnel)
+            if not self._closed:
+                self._announce("client.updated")
         self.ctx.ports.release(tunnel, reserve=reserve)
         self.ctx.broker.fail_tunnel(tunnel)
 

@@ -32,6 +32,9 @@ class EngineInventory:
     def tunnels(self) -> list[TunnelView]:
         return [tunnel_view(tunnel) for tunnel in self._ctx.registry.tunnels()]
 
+    def service(self, name: str) -> object | None:
+        return self._ctx.services.get(name)
+
     def tunnel_count(self) -> int:
         return len(self._ctx.registry)
 

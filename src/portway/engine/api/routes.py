@@ -1,19 +1,22 @@
 """Requests to the engine's own host → responses. Sans-IO: an `Inventory` supplies the live state and
 checks credentials; nothing here touches a socket, so both HTTP edges share it and tests call it directly.
 
-GET everywhere, POST to mint a derived token (tokens.py). The token comes from `Authorization: Bearer`;
-the `rstream.token` query parameter is for the streaming endpoints only (a token in a URL ends up in logs
-and histories), so it is not read here. Errors are `{"error", "status"}` JSON, never echoing the credential.
+Routes are (method, path template) → handler; other modules add theirs with `route()` (webhooks.py).
+The token comes from `Authorization: Bearer`; the `rstream.token` query parameter is read only on the
+streaming endpoints (a token in a URL ends up in logs and histories). Errors are `{"error", "status"}`
+JSON, never echoing the credential. The streaming endpoints answer with a `WatchRequest` that the edge
+turns into a live stream (watch.py).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -33,7 +36,11 @@ TUNNEL_FILTER_FIELDS = frozenset({"id", "name", "type", "status", "client_id", "
                                   "publish", "http_version", "labels", "host", "port", "project_id"})
 CLIENT_FILTER_FIELDS = frozenset({"id", "status", "user_id", "agent", "channel", "version", "os", "arch",
                                   "protocol_version", "labels", "project_id"})
-CAPABILITIES = ("engine-api", "tunnels", "clients", "openapi")
+CAPABILITIES = ("engine-api", "tunnels", "clients", "openapi", "signaling-sse", "signaling-websocket",
+                "stream-summaries", "webhooks")
+Query = dict[str, list[str]]
+M = TypeVar("M", bound=BaseModel)
+Predicate = Callable[[dict[str, Any]], bool]
 
 
 class Inventory(Protocol):
@@ -52,6 +59,11 @@ class Inventory(Protocol):
 
     def issue(self, *, subject: str, ttl_s: int, extra: dict[str, object]) -> str:
         """A token signed by this engine (AuthError when it does not use tokens or forbids minting)."""
+        ...
+
+    def service(self, name: str) -> object | None:
+        """An optional engine service by name (e.g. "webhooks"), None when the engine runs without it."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,137 +75,226 @@ class ApiResponse:
     cache: str = "no-store"
 
 
-class _Refusal(Exception):
+@dataclass(frozen=True, slots=True)
+class WatchRequest:
+    """An accepted request for `/api/sse` or `/api/websocket`: the edge starts the stream."""
+
+    transport: str  # "sse" or "websocket"
+    principal: Principal
+    tunnels: Predicate
+    clients: Predicate
+    events: frozenset[str] | None  # None: every lifecycle event
+    summaries: bool  # stream.summary events too (opt-in)
+
+
+class Refusal(Exception):
+    """An error answer: status, message, extra headers."""
+
     def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
 
 
-def is_api_target(target: bytes) -> bool:
-    """Whether a request target on the engine host is the API's (else the edge answers it itself)."""
-    return target.startswith((b"/api/", b"/.well-known/rstream/"))
+@dataclass(slots=True)
+class Call:
+    """What a handler gets: the inventory, the caller, path parameters, the query and the body."""
+
+    inventory: Inventory
+    principal: Principal
+    params: dict[str, str]
+    query: Query
+    body: bytes = b""
+
+
+Handler = Callable[[Call], "ApiResponse | WatchRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    query_token: bool = False
+
+
+_routes: list[_Route] = []
+
+
+def route(method: str, template: str, *, query_token: bool = False) -> Callable[[Handler], Handler]:
+    """Register `handler` for `method` on `template` (`{name}` matches one path segment)."""
+    pattern = re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$")
+
+    def add(handler: Handler) -> Handler:
+        _routes.append(_Route(method, pattern, handler, query_token))
+        return handler
+    return add
 
 
 def answer(inventory: Inventory, method: str, target: str, authorization: bytes | None, *,
-           secure: bool = True, body: bytes = b"") -> ApiResponse:
+           secure: bool = True, body: bytes = b"") -> ApiResponse | WatchRequest:
     """The response to one request for the engine's own host; `secure` is False on the cleartext listener,
     where only the health endpoint answers (tokens are not sent in clear)."""
     try:
         parts = urlsplit(target)
         path = unquote(parts.path)
-        if path == "/api/tokens":
-            if method != "POST":
-                raise _Refusal(405, "use POST to mint a token", (("Allow", "POST"),))
-            return _mint(inventory, _principal(inventory, authorization), body)
-        if method != "GET":
-            raise _Refusal(405, "only GET is supported here", (("Allow", "GET"),))
-        if path in ("/healthz", "/api/health"):
+        if method == "GET" and path in ("/healthz", "/api/health"):
             return _json({"status": "ok", "version": inventory.version, "tunnels": inventory.tunnel_count()})
         if not secure:
-            raise _Refusal(403, "the Engine API is served over https only")
-        if path == "/.well-known/rstream/engine":
+            raise Refusal(403, "the Engine API is served over https only")
+        if method == "GET" and path == "/.well-known/rstream/engine":
             return _model(Discovery(engine=inventory.host, product_version=inventory.version,
                                     capabilities=list(CAPABILITIES)), cache="max-age=300")
-        if path == "/api/openapi.json":
+        if method == "GET" and path == "/api/openapi.json":
             return _json(openapi_document(inventory.version))
-        route = _ROUTES.get(path)
-        if route is None and path.startswith("/api/tunnels/") and path.count("/") == 3:
-            route = _one_tunnel
-        if route is None:
-            raise _Refusal(404, "unknown engine endpoint")
-        principal = _principal(inventory, authorization)
+        matches = [(r, m) for r in _routes if (m := r.pattern.match(path)) is not None]
+        if not matches:
+            raise Refusal(404, "unknown engine endpoint")
+        chosen = next(((r, m) for r, m in matches if r.method == method), None)
+        if chosen is None:
+            allow = ", ".join(sorted({r.method for r, _ in matches}))
+            raise Refusal(405, f"use {allow} here", (("Allow", allow),))
+        handler, found = chosen
         try:
             query = parse_qs(parts.query, max_num_fields=16)
         except ValueError:
-            raise _Refusal(400, "too many query parameters") from None
-        return route(inventory, principal, path, query)
-    except _Refusal as refusal:
-        body = ErrorBody(error=refusal.message, status=refusal.status).model_dump_json().encode()
-        return ApiResponse(refusal.status, body, headers=refusal.headers)
+            raise Refusal(400, "too many query parameters") from None
+        if authorization is None and handler.query_token:
+            token = query.get("rstream.token", [None])[-1]
+            authorization = f"Bearer {token}".encode() if token else None
+        principal = _principal(inventory, authorization)
+        return handler.handler(Call(inventory, principal, found.groupdict(), query, body))
+    except Refusal as refusal:
+        return error(refusal.status, refusal.message, refusal.headers)
+
+
+def error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> ApiResponse:
+    body = ErrorBody(error=message, status=status).model_dump_json().encode()
+    return ApiResponse(status, body, headers=headers)
 
 
 def _principal(inventory: Inventory, authorization: bytes | None) -> Principal:
     token = bearer_token(authorization)
     if authorization is not None and token is None:
-        raise _Refusal(401, "the Authorization header must be 'Bearer <token>'", _CHALLENGE)
+        raise Refusal(401, "the Authorization header must be 'Bearer <token>'", _CHALLENGE)
     try:
         return inventory.verify(token)
-    except AuthError as error:
-        raise _Refusal(401, str(error), _CHALLENGE) from None
+    except AuthError as failure:
+        raise Refusal(401, str(failure), _CHALLENGE) from None
 
 
 _CHALLENGE = (("WWW-Authenticate", 'Bearer realm="portway"'),)
-Query = dict[str, list[str]]
 
 
-def _auth(inventory: Inventory, principal: Principal, path: str, query: Query) -> ApiResponse:
+@route("GET", "/api/auth")
+def _auth(call: Call) -> ApiResponse:
+    principal = call.principal
     kind = principal.claims.get("type")
     expires = datetime.fromtimestamp(principal.expires_at, UTC) if principal.expires_at else None
     return _model(AuthView(subject=principal.subject, type=kind if isinstance(kind, str) else None,
                            expires_at=expires))
 
 
-def _tunnels(inventory: Inventory, principal: Principal, path: str, query: Query) -> ApiResponse:
-    return _listing(inventory.tunnels(), query, TUNNEL_FILTER_FIELDS)
+@route("GET", "/api/tunnels")
+def _tunnels(call: Call) -> ApiResponse:
+    return _listing(call.inventory.tunnels(), call.query, TUNNEL_FILTER_FIELDS)
 
 
-def _clients(inventory: Inventory, principal: Principal, path: str, query: Query) -> ApiResponse:
-    return _listing(inventory.clients(), query, CLIENT_FILTER_FIELDS)
+@route("GET", "/api/clients")
+def _clients(call: Call) -> ApiResponse:
+    return _listing(call.inventory.clients(), call.query, CLIENT_FILTER_FIELDS)
 
 
-def _one_tunnel(inventory: Inventory, principal: Principal, path: str, query: Query) -> ApiResponse:
-    wanted = path.rsplit("/", 1)[1]
-    for tunnel in inventory.tunnels():
-        if tunnel.id == wanted:
+@route("GET", "/api/tunnels/{id}")
+def _one_tunnel(call: Call) -> ApiResponse:
+    for tunnel in call.inventory.tunnels():
+        if tunnel.id == call.params["id"]:
             return _model(tunnel)
-    raise _Refusal(404, "no live tunnel has this id")
+    raise Refusal(404, "no live tunnel has this id")
 
 
-def _mint(inventory: Inventory, principal: Principal, body: bytes) -> ApiResponse:
-    try:
-        request = MintRequest.model_validate_json(body or b"{}")
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise _Refusal(400, f"{where}: {first['msg']}") from None
+@route("POST", "/api/tokens")
+def _mint(call: Call) -> ApiResponse:
+    request = parse_body(MintRequest, call.body)
     now = time.time()
     try:
-        ttl, claims = derive(principal, request, now=now, engine=inventory.host)
-        token = inventory.issue(subject=principal.subject, ttl_s=ttl, extra=claims)
-    except MintRefused as error:
-        raise _Refusal(403, str(error)) from None
-    except ValueError as error:
-        raise _Refusal(400, str(error)) from None
-    except AuthError as error:
-        raise _Refusal(403, str(error)) from None
+        ttl, claims = derive(call.principal, request, now=now, engine=call.inventory.host)
+        token = call.inventory.issue(subject=call.principal.subject, ttl_s=ttl, extra=claims)
+    except MintRefused as failure:
+        raise Refusal(403, str(failure)) from None
+    except ValueError as failure:
+        raise Refusal(400, str(failure)) from None
+    except AuthError as failure:
+        raise Refusal(403, str(failure)) from None
     return _model(MintResponse(token=token, expires_at=int(now) + ttl))
 
 
-_ROUTES: dict[str, Callable[[Inventory, Principal, str, Query], ApiResponse]] = {
-    "/api/auth": _auth, "/api/tunnels": _tunnels, "/api/clients": _clients,
-}
+def parse_body(model: type[M], body: bytes) -> M:
+    """A JSON request body as `model`; a 400 naming the first offending field otherwise."""
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as failure:
+        first = failure.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise Refusal(400, f"{where}: {first['msg']}") from None
 
 
-def list_params(query: Query, fields: frozenset[str]) -> tuple[Callable[[dict[str, Any]], bool], int]:
-    """(`params.filters` as a predicate, `params.limit`) from a query string; 400 on anything malformed."""
+def _watch(call: Call, transport: str) -> WatchRequest:
+    params = json_param(call.query)
+    if set(params) - {"tunnels", "clients", "events", "summaries"}:
+        raise Refusal(400, "params takes 'tunnels', 'clients', 'events' and 'summaries'")
+    try:
+        tunnels = compile_filter(params.get("tunnels") or {}, TUNNEL_FILTER_FIELDS)
+        clients = compile_filter(params.get("clients") or {}, CLIENT_FILTER_FIELDS)
+    except FilterError as failure:
+        raise Refusal(400, f"params: {failure}") from None
+    events = params.get("events")
+    if events is not None and (not isinstance(events, list) or not all(isinstance(e, str) for e in events)):
+        raise Refusal(400, "params.events must be a list of event types")
+    summaries = params.get("summaries", False)
+    if not isinstance(summaries, bool):
+        raise Refusal(400, "params.summaries must be true or false")
+    return WatchRequest(transport, call.principal, tunnels, clients, frozenset(events) if events else None,
+                        summaries)
+
+
+@route("GET", "/api/sse", query_token=True)
+def _sse(call: Call) -> WatchRequest:
+    return _watch(call, "sse")
+
+
+@route("GET", "/api/websocket", query_token=True)
+def _websocket(call: Call) -> WatchRequest:
+    return _watch(call, "websocket")
+
+
+def json_param(query: Query) -> dict[str, Any]:
+    """The `params` query parameter as a JSON object ({} when absent); 400 when malformed."""
     raw = query.get("params", [""])[-1]
     if not raw:
-        return (lambda _record: True), MAX_LIMIT
+        return {}
     if len(raw) > MAX_PARAMS_BYTES:
-        raise _Refusal(400, "params is too large")
+        raise Refusal(400, "params is too large")
     try:
         params = json.loads(raw)
     except ValueError:
-        raise _Refusal(400, "params must be JSON") from None
-    if not isinstance(params, dict) or set(params) - {"filters", "limit"}:
-        raise _Refusal(400, "params takes an object with 'filters' and 'limit'")
+        raise Refusal(400, "params must be JSON") from None
+    if not isinstance(params, dict):
+        raise Refusal(400, "params must be a JSON object")
+    return params
+
+
+def list_params(query: Query, fields: frozenset[str]) -> tuple[Predicate, int]:
+    """(`params.filters` as a predicate, `params.limit`) from a query string; 400 on anything malformed."""
+    params = json_param(query)
+    if set(params) - {"filters", "limit"}:
+        raise Refusal(400, "params takes an object with 'filters' and 'limit'")
     limit = params.get("limit", MAX_LIMIT)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
-        raise _Refusal(400, f"params.limit must be an integer from 1 to {MAX_LIMIT}")
+        raise Refusal(400, f"params.limit must be an integer from 1 to {MAX_LIMIT}")
     try:
         match = compile_filter(params.get("filters") or {}, fields)
-    except FilterError as error:
-        raise _Refusal(400, f"params.filters: {error}") from None
+    except FilterError as failure:
+        raise Refusal(400, f"params.filters: {failure}") from None
     return match, limit
 
 
@@ -206,12 +307,19 @@ def _listing(items: Sequence[BaseModel], query: Query, fields: frozenset[str]) -
             out.append(record)
             if len(out) >= limit:
                 break
-    return _json(out)
+    return json_response(out)
 
 
 def _model(model: BaseModel, cache: str = "no-store") -> ApiResponse:
     return ApiResponse(200, model.model_dump_json().encode(), cache=cache)
 
 
-def _json(value: object) -> ApiResponse:
-    return ApiResponse(200, json.dumps(value, separators=(",", ":")).encode())
+def model_response(model: BaseModel, status: int = 200) -> ApiResponse:
+    return ApiResponse(status, model.model_dump_json().encode())
+
+
+def json_response(value: object, status: int = 200) -> ApiResponse:
+    return ApiResponse(status, json.dumps(value, separators=(",", ":")).encode())
+
+
+_json = json_response

@@ -427,6 +427,8 @@ class H2Edge(H2Shell):
         answer = api_routes.answer(EngineInventory(self.ctx), request.method.decode("latin-1"),
                                    request.path.decode("latin-1"), request.header(b"authorization"),
                                    secure=self.scheme == b"https", body=body)
+        if isinstance(answer, api_routes.WatchRequest):  # streaming endpoints: see the watch adapters
+            answer = api_routes.error(501, "not implemented yet")
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
         self._respond(stream_id, answer.status, answer.body, answer.content_type, extra, cache=answer.cache)
         self.ctx.counters.count(self.ctx.counters.http_responses, answer.status)

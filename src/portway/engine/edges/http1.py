@@ -485,6 +485,8 @@ class HttpEdge(Pipe):
         answer = api_routes.answer(EngineInventory(self.ctx), method.decode("latin-1"),
                                    self._url.decode("latin-1"), self._head.authorization_value(),
                                    secure=self.scheme == "https", body=bytes(self._local_body))
+        if isinstance(answer, api_routes.WatchRequest):  # streaming endpoints: see the watch adapters
+            answer = api_routes.error(501, "not implemented yet")
         self._local_body.clear()
         extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
         page = response(answer.status, answer.body, answer.content_type, close=not keep, extra=extra,
