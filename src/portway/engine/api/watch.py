@@ -1,0 +1,125 @@
+"""A signaling subscriber (§4.2), sans-IO: the `state.initial` snapshot, then each matching event, encoded
+for Server-Sent Events or WebSocket text messages. The edges' adapters (edges/watchstream.py) carry the
+bytes and enforce the buffer bound; this module decides what is sent.
+
+Consistency: `start()` takes the snapshot and subscribes to the bus in one synchronous call, so no event
+can fall between them (none lost, none duplicated).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import Protocol, Side
+
+from portway.engine.api.routes import Inventory, WatchRequest
+from portway.engine.events import CLIENT_EVENTS, SUMMARY_EVENT, TUNNEL_EVENTS, EngineEvent, EventBus
+
+SSE_KEEPALIVE = b": keepalive\n\n"
+MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
+SLOW_CONSUMER = "the client did not keep up with the event stream"
+
+
+class Watch:
+    """Filters and encodes events for one subscriber; `send` receives encoded bytes to write."""
+
+    def __init__(self, request: WatchRequest, inventory: Inventory, bus: EventBus,
+                 send: Callable[[bytes], None]) -> None:
+        self.request = request
+        self._inventory = inventory
+        self._bus = bus
+        self._send = send
+        self._unsubscribe: Callable[[], None] | None = None
+        self.ws = Protocol(Side.SERVER, max_size=MAX_CLIENT_MESSAGE_BYTES) if request.transport == "websocket" \
+            else None
+        self.closed = False
+        self.sent_events = 0
+
+    def start(self) -> None:
+        """Send the snapshot and follow the bus from the same instant."""
+        tunnels = [t.model_dump(mode="json") for t in self._inventory.tunnels()]
+        clients = [c.model_dump(mode="json") for c in self._inventory.clients()]
+        snapshot = {"snapshot_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                    "clients": [c for c in clients if self.request.clients(c)],
+                    "tunnels": [t for t in tunnels if self.request.tunnels(t)]}
+        self._emit({"id": None, "type": "state.initial", "created_at": snapshot["snapshot_at"], "object": snapshot},
+                   "state.initial", None)
+        self._unsubscribe = self._bus.subscribe(self.offer)
+
+    def offer(self, event: EngineEvent) -> None:
+        """An event from the bus: sent when this subscriber wants it."""
+        if self.closed or not self.wants(event):
+            return
+        self._emit(event.envelope(), event.type, event.id)
+
+    def wants(self, event: EngineEvent) -> bool:
+        request = self.request
+        if event.type == SUMMARY_EVENT:
+            return request.summaries and request.tunnels({"id": event.object.get("tunnel_id"),
+                                                          **(event.object.get("tunnel") or {})})
+        if request.events is not None and event.type not in request.events:
+            return False
+        if event.type in TUNNEL_EVENTS:
+            return request.tunnels(event.object)
+        if event.type in CLIENT_EVENTS:
+            return request.clients(event.object)
+        return False
+
+    def keepalive(self) -> None:
+        """SSE: a comment line; WebSocket: a ping (the client's pong proves it is alive)."""
+        if self.closed:
+            return
+        if self.ws is None:
+            self._send(SSE_KEEPALIVE)
+        else:
+            self.ws.send_ping(b"portway")
+            self._flush_ws()
+
+    def received(self, data: bytes) -> None:
+        """Bytes from the client: WebSocket control frames (ping, pong, close); SSE clients send nothing."""
+        if self.ws is None or self.closed:
+            return
+        self.ws.receive_data(data)
+        for frame in self.ws.events_received():
+            if isinstance(frame, Frame) and frame.opcode is Opcode.CLOSE:
+                self.closed = True
+        self._flush_ws()
+        if self.ws.close_expected():
+            self.stop()
+
+    def fail(self, reason: str) -> None:
+        """End the stream with a reason the client can read (a final comment, or a WebSocket close 1008)."""
+        if self.closed:
+            return
+        if self.ws is None:
+            self._send(f": disconnected: {reason}\n\n".encode())
+        else:
+            self.ws.send_close(Close(1008, reason[:120]).code, reason[:120])
+            self._flush_ws()
+        self.stop()
+
+    def stop(self) -> None:
+        self.closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _emit(self, envelope: dict[str, Any], kind: str, event_id: str | None) -> None:
+        data = json.dumps(envelope, separators=(",", ":"))
+        self.sent_events += 1
+        if self.ws is None:
+            head = f"id: {event_id}\n" if event_id else ""
+            self._send(f"{head}event: {kind}\ndata: {data}\n\n".encode())
+        else:
+            self.ws.send_text(data.encode())
+            self._flush_ws()
+
+    def _flush_ws(self) -> None:
+        assert self.ws is not None
+        for chunk in self.ws.data_to_send():
+            if chunk:
+                self._send(chunk)
