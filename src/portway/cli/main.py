@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from portway import __version__
 from portway.agent import Client, TLSOptions, Tunnel, keep_tunnel
+from portway.cli.apply import run_command
 from portway.cli.common import fail, target
 from portway.cli.config import config_path
 from portway.cli.contexts import context_group
@@ -56,6 +58,7 @@ cli.add_command(context_group, name="ctx")
 cli.add_command(forward)
 cli.add_command(nc)
 cli.add_command(nc, name="netcat")
+cli.add_command(run_command)
 
 
 # ---------------------------------------------------------------- engine
@@ -188,5 +191,16 @@ async def _up(server: Engine, state: EngineState, service: str | None) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="portway")
+    """Console-script entry point. Usage errors are one `error:` line (exit 2), like every other error."""
+    try:
+        code = cli.main(prog_name="portway", standalone_mode=False)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "portway"
+        fail(error.format_message().replace("\n", " "), f"see: {command} --help", code=2)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
