@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -20,16 +19,14 @@ from portway.cli.common import fail, target
 from portway.cli.config import config_path
 from portway.cli.contexts import context_group
 from portway.cli.demo import start_demo_service
+from portway.cli.engine import READY_TOKEN_TTL_S, engine, engine_banner, open_engine, start_engine
 from portway.cli.forward import forward
 from portway.cli.netcat import nc
 from portway.cli.runtime import run, setup_logging, until_signal
-from portway.engine import Engine, load_config
+from portway.engine import Engine
 from portway.engine.auth import mint_token
-from portway.engine.state import EngineState, default_state_dir
-from portway.errors import ConfigError
+from portway.engine.state import EngineState
 from portway.wire.messages import TunnelProperties
-
-READY_TOKEN_TTL_S = 30 * 24 * 3600
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,84 +56,7 @@ cli.add_command(forward)
 cli.add_command(nc)
 cli.add_command(nc, name="netcat")
 cli.add_command(run_command)
-
-
-# ---------------------------------------------------------------- engine
-
-
-def _open_engine(config_file: str | None, state_dir: str | None) -> tuple[Engine, EngineState]:
-    try:
-        config = load_config(config_file, os.environ)
-        state = EngineState.open(Path(state_dir) if state_dir else default_state_dir(),
-                                 engine_host=config.engine.host, jwt_secret=config.auth.jwt.token_jwt_secret)
-    except ConfigError as error:
-        fail(str(error), "check the file and RSTREAM_ENGINE_* variables", code=2)
-    return Engine(config, state), state
-
-
-def _engine_banner(engine: Engine, state: EngineState) -> None:
-    cfg = engine.config
-    host, _ = cfg.tls.address
-    click.echo(f"Portway engine {__version__} listening on {host}:{engine.port} (engine host {cfg.engine.host})")
-    if cfg.http.enabled:  # worded without "listening on": scripts read the TLS port from that line
-        how = "serving http tunnels in cleartext" if cfg.http.serve_tunnels else "redirecting to https"
-        click.echo(f"Plain HTTP on {cfg.http.address[0]}:{engine.http_port} ({how})")
-    if not cfg.certs.static.enabled:
-        click.echo(f"CA certificate: {state.ca_path}")
-    if cfg.auth.jwt.enabled:
-        secret = cfg.auth.jwt.token_jwt_secret or state.jwt_secret
-        click.echo(f"Ready token (30 days): {mint_token(secret, subject='portway-local', ttl_s=READY_TOKEN_TTL_S)}")
-    else:
-        click.echo("Token auth is disabled (auth.jwt.enabled=false): any agent may connect.")
-
-
-async def _start(server: Engine) -> None:
-    try:
-        await server.start()
-    except ConfigError as error:
-        fail(str(error), "check the engine configuration", code=2)
-    except OSError as error:
-        fail(f"cannot listen on {server.config.tls.listen_addr}: {error.strerror}",
-              "is another engine running? set tls.listen_addr or RSTREAM_ENGINE_TLS__LISTEN_ADDR")
-
-
-@cli.group(invoke_without_command=True)
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
-              help="rstream-engine-ce style YAML (default: $RSTREAM_ENGINE_CONFIG).")
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the CA, certificate and secret live.")
-@click.pass_context
-def engine(ctx: click.Context, config_file: str | None, state_dir: str | None) -> None:
-    """Run the engine in the foreground until SIGINT/SIGTERM."""
-    ctx.obj = (config_file, state_dir)
-    if ctx.invoked_subcommand is not None:
-        return
-    server, state = _open_engine(config_file, state_dir)
-
-    async def serve() -> None:
-        await _start(server)
-        _engine_banner(server, state)
-        try:
-            await until_signal()
-        finally:
-            await server.stop()
-
-    run(serve())
-
-
-@engine.command("token")
-@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 366 * 24 * 3600),
-              help="Lifetime in seconds.")
-@click.option("--subject", default="portway-local", show_default=True)
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
-              help="Same as 'portway engine --config' (either place works).")
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Same as 'portway engine --state-dir'.")
-@click.pass_context
-def engine_token(ctx: click.Context, ttl: int, subject: str, config_file: str | None, state_dir: str | None) -> None:
-    """Print a token signed with this engine's secret (you asked for it: it is shown)."""
-    group_config, group_state_dir = ctx.obj
-    server, state = _open_engine(config_file or group_config, state_dir or group_state_dir)
-    secret = server.config.auth.jwt.token_jwt_secret or state.jwt_secret
-    click.echo(mint_token(secret, subject=subject, ttl_s=ttl))
+cli.add_command(engine)
 
 
 # ---------------------------------------------------------------- agent side
@@ -148,13 +68,13 @@ def engine_token(ctx: click.Context, ttl: int, subject: str, config_file: str | 
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="Engine configuration.")
 def up(target: str | None, state_dir: str | None, config_file: str | None) -> None:
     """Start an engine on embedded defaults and expose TARGET (or a built-in demo page) through it."""
-    server, state = _open_engine(config_file, state_dir)
+    server, state = open_engine(config_file, state_dir)
     run(_up(server, state, target))
 
 
 async def _up(server: Engine, state: EngineState, service: str | None) -> None:
-    await _start(server)
-    _engine_banner(server, state)
+    await start_engine(server)
+    engine_banner(server, state)
     demo = None
     if service is None:
         demo, demo_port = await start_demo_service()
