@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from portway.cli.common import agent_options, client, fail
 from portway.cli.runtime import run, until_signal
 from portway.errors import ConfigError, EngineRejected, PortwayError
 from portway.wire.messages import TunnelProperties
+
+log = logging.getLogger("portway.cli.apply")
 
 WATCH_INTERVAL_S = 0.5
 SHUTDOWN_S = 12.0  # ControlChannel.close waits at most 2 x 5 s
@@ -134,6 +137,7 @@ class Applier:
             self._report.tunnel("closed", name, entry.spec, reason="changed" if wanted else "removed")
         todo = [spec for name, spec in self._desired.items()
                 if name not in running and self._refused.get(name) != spec]
+        log.debug("reconciled: %d running, creating %s", len(running), [spec.name for spec in todo])
         results = await asyncio.gather(*(self._open(control, spec) for spec in todo))
         for spec, tunnel in zip(todo, results, strict=True):
             if tunnel is not None:
@@ -192,6 +196,7 @@ async def watch_file(path: Path, on_change: Callable[[dict[str, TunnelSpec]], No
         if now == seen:
             continue
         seen = now
+        log.debug("%s changed; reading it", path)
         try:
             desired = read_apply(path)
         except ConfigError as error:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import click
 from portway import __version__
 from portway.cli.common import fail
 from portway.cli.engineinit import init
+from portway.cli.logformat import set_level
 from portway.cli.runtime import run, until_signal
 from portway.engine import Engine, load_config
 from portway.engine.auth import mint_token
@@ -77,13 +79,18 @@ def engine(ctx: click.Context, config_file: str | None, state_dir: str | None) -
     if ctx.invoked_subcommand is not None:
         return
     server, state = open_engine(config_file, state_dir)
+    if not ctx.find_root().obj.get("log_level_explicit"):  # -l/-v win over the file's engine.log_level
+        set_level(server.config.engine.log_level)
 
     async def serve() -> None:
         await start_engine(server)
-        engine_banner(server, state)
+        stop = asyncio.ensure_future(until_signal())
         try:
-            await until_signal()
+            await asyncio.sleep(0)  # the handlers are in place before the banner tells anyone we are up
+            engine_banner(server, state)
+            await stop
         finally:
+            stop.cancel()
             await server.stop()
 
     run(serve())

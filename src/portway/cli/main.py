@@ -11,18 +11,21 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from portway import __version__
 from portway.agent import Client, TLSOptions, Tunnel, keep_tunnel
 from portway.cli.apply import run_command
 from portway.cli.common import fail, target
+from portway.cli.completion import completion
 from portway.cli.config import config_path
 from portway.cli.contexts import context_group
 from portway.cli.demo import start_demo_service
 from portway.cli.engine import READY_TOKEN_TTL_S, engine, engine_banner, open_engine, start_engine
 from portway.cli.forward import forward
+from portway.cli.logformat import FORMATS, LEVELS, setup_logging
 from portway.cli.netcat import nc
-from portway.cli.runtime import run, setup_logging, until_signal
+from portway.cli.runtime import run, until_signal
 from portway.engine import Engine
 from portway.engine.auth import mint_token
 from portway.engine.state import EngineState
@@ -31,13 +34,17 @@ from portway.wire.messages import TunnelProperties
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="portway")
-@click.option("-l", "--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity (stderr).")
+@click.option("-v", "--verbose", is_flag=True, help="Same as --log-level debug.")
+@click.option("-l", "--log-level", default="info", show_default=True, type=click.Choice(list(LEVELS)),
+              help="Log verbosity on stderr (none: silent).")
+@click.option("-f", "--log-format", default="auto", show_default=True, type=click.Choice(FORMATS),
+              help="auto: text-pretty on a terminal, else text; json: one object per line.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="CLI configuration file ($PORTWAY_CONFIG; default ~/.portway/config.yaml; rstream's works too).")
 @click.option("--context", "context_name", help="Use this context ($RSTREAM_CONTEXT; default: the file's default).")
 @click.pass_context
-def cli(ctx: click.Context, log_level: str, config_file: str | None, context_name: str | None) -> None:
+def cli(ctx: click.Context, verbose: bool, log_level: str, log_format: str, config_file: str | None,
+        context_name: str | None) -> None:
     """Portway: self-hosted tunnels, wire-compatible with rstream.
 
     \b
@@ -45,9 +52,13 @@ def cli(ctx: click.Context, log_level: str, config_file: str | None, context_nam
       portway up
     Expose a local port through a running engine:
       portway forward 8080 --engine localhost:8443 --token-file token --engine-tls-ca-file ca.pem
+    Tunnels declared in a file, re-applied on change; debug logs as JSON lines:
+      portway -v -f json run --apply tunnels.yaml --watch
     """
-    setup_logging(log_level)
-    ctx.obj = {"config_path": config_path(config_file, os.environ), "context": context_name}
+    explicit = verbose or ctx.get_parameter_source("log_level") is not ParameterSource.DEFAULT
+    setup_logging("debug" if verbose else log_level, log_format)
+    ctx.obj = {"config_path": config_path(config_file, os.environ), "context": context_name,
+               "log_level_explicit": explicit}
 
 
 cli.add_command(context_group)
@@ -57,6 +68,7 @@ cli.add_command(nc)
 cli.add_command(nc, name="netcat")
 cli.add_command(run_command)
 cli.add_command(engine)
+cli.add_command(completion)
 
 
 # ---------------------------------------------------------------- agent side
@@ -67,7 +79,13 @@ cli.add_command(engine)
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Engine state directory.")
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="Engine configuration.")
 def up(target: str | None, state_dir: str | None, config_file: str | None) -> None:
-    """Start an engine on embedded defaults and expose TARGET (or a built-in demo page) through it."""
+    """Start an engine on embedded defaults and expose TARGET (or a built-in demo page) through it.
+
+    \b
+    Examples:
+      portway up                 # a demo page
+      portway up 3000            # your local service on port 3000
+    """
     server, state = open_engine(config_file, state_dir)
     run(_up(server, state, target))
 
