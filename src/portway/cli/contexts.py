@@ -75,7 +75,13 @@ def context_group() -> None:
 @_OUTPUT
 @click.pass_context
 def list_contexts(ctx: click.Context, output: str) -> None:
-    """Every context; the default one is marked."""
+    """Every context; the default one is marked.
+
+    \b
+    Examples:
+      portway context list
+      portway ctx list -o json
+    """
     config = _load(ctx)
     _print([_row(c, config.default_name) for c in config.contexts], output)
 
@@ -85,7 +91,13 @@ def list_contexts(ctx: click.Context, output: str) -> None:
 @_OUTPUT
 @click.pass_context
 def get_context(ctx: click.Context, name: str | None, output: str) -> None:
-    """One context (the default one without NAME)."""
+    """One context (the default one without NAME).
+
+    \b
+    Examples:
+      portway context get
+      portway context get home -o yaml
+    """
     config = _load(ctx)
     name = name or config.default_name
     context = config.find(name) if name else None
@@ -98,7 +110,12 @@ def get_context(ctx: click.Context, name: str | None, output: str) -> None:
 @click.argument("name")
 @click.pass_context
 def use_context(ctx: click.Context, name: str) -> None:
-    """Make NAME the default context."""
+    """Make NAME the default context.
+
+    \b
+    Example:
+      portway context use home
+    """
     config = _load(ctx)
     if config.find(name) is None:
         fail(f"no context named {name!r}", "portway context list", code=2)
@@ -155,7 +172,13 @@ def _apply(context: Context, engine: str | None, token: str | None, token_stdin:
 def create_context(ctx: click.Context, name: str, engine: str | None, token: str | None, token_stdin: bool,
                    token_file: str | None, ca_file: str | None, server_name: str | None, insecure: bool | None,
                    make_default: bool) -> None:
-    """Add a context (the first one becomes the default)."""
+    """Add a context (the first one becomes the default).
+
+    \b
+    Examples:
+      portway context create home --engine edge.example.com:443 --token-file token
+      portway context create lab --engine 127.0.0.1:8443 --engine-tls-ca-file ca.pem --token-stdin < token
+    """
     config = _load(ctx)
     if config.find(name) is not None:
         fail(f"a context named {name!r} exists", f"portway context update {name} ...", code=2)
@@ -175,7 +198,12 @@ def create_context(ctx: click.Context, name: str, engine: str | None, token: str
 def update_context(ctx: click.Context, name: str, engine: str | None, token: str | None, token_stdin: bool,
                    token_file: str | None, ca_file: str | None, server_name: str | None, insecure: bool | None,
                    make_default: bool) -> None:
-    """Change a context's settings (the others stay as they are)."""
+    """Change a context's settings (the others stay as they are).
+
+    \b
+    Example:
+      portway context update home --engine edge2.example.com:443
+    """
     config = _load(ctx)
     context = config.find(name)
     if context is None:
@@ -191,7 +219,12 @@ def update_context(ctx: click.Context, name: str, engine: str | None, token: str
 @click.argument("name")
 @click.pass_context
 def delete_context(ctx: click.Context, name: str) -> None:
-    """Remove a context (and its stored token)."""
+    """Remove a context (and its stored token).
+
+    \b
+    Example:
+      portway context delete lab
+    """
     config = _load(ctx)
     if config.find(name) is None:
         fail(f"no context named {name!r}", "portway context list", code=2)

@@ -1,11 +1,9 @@
-"""Process-level helpers for commands: the event loop (uvloop when installed), logging, signals."""
+"""Process-level helpers for commands: the event loop (uvloop when installed) and signals (logging: logformat)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -20,14 +18,6 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def until_signal() -> None:

@@ -31,7 +31,9 @@ from pydantic import BaseModel, ValidationError
 from portway.engine.config import EngineConfig
 from portway.errors import ConfigError
 
-__all__ = ["ALL_KEYS", "CONFIG_ENV", "ENV_PREFIX", "describe_defaults", "load_config", "parse_config"]
+__all__ = [
+    "ALL_KEYS", "CONFIG_ENV", "ENV_PREFIX", "describe_config", "describe_defaults", "load_config", "parse_config",
+]
 
 ENV_PREFIX = "RSTREAM_ENGINE_"
 CONFIG_ENV = "RSTREAM_ENGINE_CONFIG"
@@ -263,16 +265,21 @@ def _describe(model: type[BaseModel], instance: BaseModel, indent: int, lines: l
         lines.append(f"{pad}{name}: {_yaml_scalar(getattr(instance, name))}")
 
 
-def describe_defaults() -> str:
-    """A commented YAML document listing every key with its default; loading it yields the defaults."""
+def describe_config(config: EngineConfig, header: tuple[str, ...] = ()) -> str:
+    """`config` as a commented YAML document listing every key; loading it yields `config` again."""
     lines = [
         "# Portway engine configuration (compatible with rstream-engine-ce).",
-        "# Every key is optional; the values below are the defaults.",
+        *(f"# {line}" if line else "#" for line in header),
         "# Environment overrides: RSTREAM_ENGINE_<SECTION>__<KEY>, e.g. RSTREAM_ENGINE_TLS__LISTEN_ADDR.",
         "",
     ]
-    _describe(EngineConfig, EngineConfig(), 0, lines)
+    _describe(EngineConfig, config, 0, lines)
     return "\n".join(lines)
+
+
+def describe_defaults() -> str:
+    """A commented YAML document listing every key with its default; loading it yields the defaults."""
+    return describe_config(EngineConfig(), ("Every key is optional; the values below are the defaults.",))
 
 
 ALL_KEYS: tuple[str, ...] = tuple(_all_keys(EngineConfig))
