@@ -56,6 +56,7 @@ cli.add_command(context_group, name="ctx")
 cli.add_command(forward)
 cli.add_command(nc)
 cli.add_command(nc, name="netcat")
+cli.add_command(nc, name="ncat")
 
 
 # ---------------------------------------------------------------- engine
