@@ -61,8 +61,13 @@ class ByteRemote:
             self.stream.write_eof()
 
     async def lost(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.stream.writer.wait_closed()
+        async def closed() -> None:
+            with contextlib.suppress(Exception):
+                await self.stream.writer.wait_closed()
+
+        # Shielded: cancelling a task that awaits the writer's close future would cancel that shared
+        # future itself, and the stream's own close() would then fail with CancelledError.
+        await asyncio.shield(closed())
 
     async def close(self) -> None:
         with contextlib.suppress(TimeoutError):
