@@ -207,8 +207,28 @@ async def test_sh_exec_listener_serves_concurrent_dialers_and_reaps_children(eng
                 subprocess.run, [*PORTWAY, "nc", "--half-close", "rstrm://upper", *args], stdin=stdin,
                 capture_output=True, timeout=WAIT_S, env=cli_env(), check=False)
         assert (result.returncode, result.stdout) == (0, b"FROM A FILE\n"), result
-        assert await server.terminate() == 0
         await wait_for_descendants(server.process.pid, 0)
+        assert await server.terminate() == 0
+        assert_clean_stderr(server.stderr())
+
+
+async def test_max_conns_refuses_extra_streams_and_sigterm_ends_children(engine_process: EngineProcess,
+                                                                        tmp_path: Path) -> None:
+    args = agent_args(engine_process)
+    async with cli_process(tmp_path, "nc", "-L", "-k", "--max-conns", "1", "--sh-exec", UPPER, "rstrm://one",
+                           *args) as server:
+        await listening(server, "one")
+        async with cli_process(tmp_path, "nc", "rstrm://one", *args, stdin=True) as first:
+            await send(first, b"mine\n")
+            assert await first.readline() == "MINE\n"
+            extra = await asyncio.to_thread(run_cli, "nc", "rstrm://one", *args)
+            assert (extra.returncode, extra.stdout) == (0, ""), extra  # closed at once, nothing served
+            await wait_for_stderr(server, r"nc: refused a stream: 1 already open \(--max-conns\)")
+            await wait_for_descendants(server.process.pid, 1, depth=1)
+            below = descendants(server.process.pid)
+            assert await server.terminate() == 0  # SIGTERM: the child is stopped and reaped on the way out
+            assert not [pid for pid in below if _cmdline(pid)], [_cmdline(pid) for pid in below]
+            assert await exit_code(first) == 0, first.stderr()
         assert_clean_stderr(server.stderr())
 
 
@@ -299,7 +319,6 @@ async def test_datagram_dial_to_an_sh_exec_echo(engine_process: EngineProcess, t
         errors = error_lines(result.stderr.decode())
         assert len(errors) == 1 and "inside a datagram frame" in errors[0] and "RFC 4571" in errors[0]
         assert await server.terminate() == 0
-        await wait_for_descendants(server.process.pid, 0)
         assert_clean_stderr(server.stderr())
 
 
