@@ -72,7 +72,13 @@ def tunnel_list(ctx: click.Context, engine_addr: str | None, token: str | None, 
                 ca_file: str | None, insecure: bool, name: str | None, protocol: str | None, status: str | None,
                 client_id: str | None, publish: bool | None, label: tuple[str, ...], limit: int | None,
                 output: str) -> None:
-    """List live tunnels (filters are applied by the engine)."""
+    """List live tunnels (filters are applied by the engine).
+
+    \b
+    Examples:
+      portway tunnel list --label env=prod --label team
+      portway tunnel list --no-publish -o json
+    """
     filters: dict[str, object] = {key: value for key, value in (
         ("name", name), ("protocol", protocol), ("status", status), ("client_id", client_id),
         ("publish", publish)) if value is not None}
@@ -90,7 +96,12 @@ def tunnel_list(ctx: click.Context, engine_addr: str | None, token: str | None, 
 @click.pass_context
 def tunnel_get(ctx: click.Context, tunnel_id: str, engine_addr: str | None, token: str | None,
                token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
-    """Show one live tunnel by id."""
+    """Show one live tunnel by id.
+
+    \b
+    Example:
+      portway tunnel get 6a8ad7c2ac18dee7fa00687e -o yaml
+    """
     api = client(ctx, engine_addr, token, token_file, ca_file, insecure).api
     row = fetch(lambda: api.tunnel(tunnel_id))
     if output == "json":
@@ -123,7 +134,13 @@ def client_group() -> None:
 def client_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                 ca_file: str | None, insecure: bool, client_id: str | None, agent: str | None, version: str | None,
                 status: str | None, label: tuple[str, ...], limit: int | None, output: str) -> None:
-    """List connected agents (filters are applied by the engine)."""
+    """List connected agents (filters are applied by the engine).
+
+    \b
+    Examples:
+      portway client list
+      portway client list --agent portway --limit 10 -o json
+    """
     filters: dict[str, object] = {key: value for key, value in (
         ("id", client_id), ("agent", agent), ("version", version), ("status", status)) if value is not None}
     if label:

@@ -39,7 +39,13 @@ def token_group() -> None:
 def token_create(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                  ca_file: str | None, insecure: bool, expires_in: int, permissions: tuple[str, ...],
                  resources_json: str | None, resources_file: str | None, output: str) -> None:
-    """Print a new short-lived token derived from the current one."""
+    """Print a new short-lived token derived from the current one.
+
+    \b
+    Examples:
+      portway token create --expires-in 300
+      TOKEN=$(portway token create -p tunnels.resources.read-only)
+    """
     if resources_json and resources_file:
         fail("give --resources-json or --resources-file, not both", code=2)
     body: dict[str, Any] = {"expires_in": expires_in}
