@@ -16,7 +16,6 @@ from tests.cli.helpers import PORTWAY, WAIT_S, agent_args, cli_env, cli_process,
 from tests.conftest import EchoServer, EngineProcess, engine_yaml, http_get
 
 
-
 def spec_file(tmp_path: Path, port: int) -> Path:
     spec = tmp_path / "tunnels.yaml"
     spec.write_text(f"tunnels:\n  - name: web\n    target: {port}\n")
