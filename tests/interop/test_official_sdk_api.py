@@ -40,3 +40,27 @@ async def test_a_bad_token_is_an_sdk_error(engine_process: EngineProcess) -> Non
     async with official(engine_process, token="not-a-token") as client:
         with pytest.raises(rstream.RstreamError, match="401"):
             await bounded(client.list_tunnels())
+
+
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+async def test_watch(engine_process: EngineProcess, transport: str) -> None:
+    async with official(engine_process) as client:
+        stream = client.watch(tunnels=TunnelFilters(labels={"app": None}), transport=transport)  # type: ignore[arg-type]
+        async with stream:
+            initial = await bounded(stream.__anext__())
+            assert initial.type == "state.initial" and initial.object is not None
+            assert initial.object["tunnels"] == []
+            control = await bounded(client.connect())
+            try:
+                await bounded(control.create_tunnel(name="plain", publish=False))  # filtered out
+                labelled = await bounded(control.create_tunnel(name="web", publish=False, labels={"app": "x"}))
+                kinds = []
+                while "tunnel.created" not in kinds:
+                    event = await bounded(stream.__anext__())
+                    kinds.append(event.type)
+                    if event.type == "tunnel.created":
+                        assert event.object is not None and event.object["id"] == labelled.id
+                        assert event.id is not None and event.created_at is not None
+                assert kinds[0] == "client.created"
+            finally:
+                await bounded(control.close())

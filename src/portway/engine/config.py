@@ -313,6 +313,10 @@ class LimitsSection(_Section):
     max_connections: Count = Field(
         default=10000, description="Connections between accept and routing (ClientHello + TLS handshake)."
     )
+    max_watchers: Count = Field(default=1000, description="Concurrent signaling streams (SSE and WebSocket).")
+    watch_buffer_bytes: Count = Field(
+        default=1024 * 1024, description="Unsent bytes a signaling client may fall behind by before it is dropped."
+    )
 
 
 class EngineConfig(_Section):

@@ -51,6 +51,12 @@ class Session(Protocol):
     def close(self, reason: str) -> None: ...
 
 
+class Watcher(Protocol):
+    """A live signaling stream (edges/watchstream.py), closed when the engine stops."""
+
+    def close(self, reason: str) -> None: ...
+
+
 class OpenStreams:
     """The connections of established streams, tracked until they close, so shutdown can let them
     drain and then close what is left. Each is remembered as the visitor's or the agent's side, so the
@@ -166,6 +172,7 @@ class EngineContext:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sessions: set[Session] = field(default_factory=set)
     events: EventBus = field(default_factory=EventBus)
+    watchers: set[Watcher] = field(default_factory=set)
     services: dict[str, object] = field(default_factory=dict)  # optional parts by name (e.g. "webhooks")
     streams: OpenStreams = field(init=False)
 

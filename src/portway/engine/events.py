@@ -26,10 +26,11 @@ SUMMARY_EVENT = "stream.summary"
 Subscriber = Callable[["EngineEvent"], None]
 
 
-def event_id(now: float | None = None) -> str:
-    """`evt_` + 12 hex digits of milliseconds + 8 random: unique, and sorted by time as text."""
+def event_id(seq: int, now: float | None = None) -> str:
+    """`evt_` + hex milliseconds (12) + sequence (8) + random (4): unique across restarts, and in
+    publication order as text."""
     millis = int((time.time() if now is None else now) * 1000)
-    return f"evt_{millis:012x}{secrets.token_hex(4)}"
+    return f"evt_{millis:012x}{seq & 0xFFFFFFFF:08x}{secrets.token_hex(2)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,12 @@ class EngineEvent:
     object: dict[str, Any]
     user_id: str | None = None
     project_id: str | None = None
-    id: str = field(default_factory=event_id)
+    id: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat().replace("+00:00", "Z"))
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", event_id(self.seq))
 
     def envelope(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "created_at": self.created_at, "user_id": self.user_id,

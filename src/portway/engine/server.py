@@ -195,6 +195,8 @@ class Engine:
             return
         ctx.upstreams.close()
         ctx.h2_upstreams.close()
+        for watcher in list(ctx.watchers):
+            watcher.close("the engine is shutting down")
         for session in list(ctx.sessions):
             session.close("engine shutting down")
         loop = asyncio.get_running_loop()

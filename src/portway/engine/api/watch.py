@@ -95,6 +95,7 @@ class Watch:
         """End the stream with a reason the client can read (a final comment, or a WebSocket close 1008)."""
         if self.closed:
             return
+        self.closed = True  # first: what is sent below must not re-enter through the writer's buffer check
         if self.ws is None:
             self._send(f": disconnected: {reason}\n\n".encode())
         else:
@@ -103,6 +104,7 @@ class Watch:
         self.stop()
 
     def stop(self) -> None:
+        """Leave the bus (nothing more is sent)."""
         self.closed = True
         if self._unsubscribe is not None:
             self._unsubscribe()

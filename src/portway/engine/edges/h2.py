@@ -35,6 +35,7 @@ from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
 from portway.engine.edges.upstreamtls import over_tls
+from portway.engine.edges.watchstream import H2Watch, over_capacity
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
 
@@ -64,6 +65,7 @@ class H2Edge(H2Shell):
         self._moved_at_last_check = -1
         self._pages: dict[int, bytes] = {}  # edge pages whose body waits for the visitor's window
         self._local: dict[int, tuple[h2rules.H2Request, bytearray]] = {}  # engine API requests with a body
+        self._watches: dict[int, H2Watch] = {}  # signaling streams (SSE, WebSocket over extended CONNECT)
 
     # ---- connection ----
 
@@ -92,6 +94,8 @@ class H2Edge(H2Shell):
             self._idle_timer.cancel()
         for exchange in list(self.exchanges.values()):
             self._abandon(exchange)
+        for watch in list(self._watches.values()):
+            watch.lost()
         super().connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -113,7 +117,10 @@ class H2Edge(H2Shell):
             self._request(event)
         elif isinstance(event, h2.events.DataReceived):
             exchange = self.exchanges.get(event.stream_id)
-            if event.stream_id in self._local:
+            if event.stream_id in self._watches:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                self._watches[event.stream_id].received(event.data or b"")
+            elif event.stream_id in self._local:
                 self._local_data(event)
             elif exchange is None:
                 self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -128,6 +135,9 @@ class H2Edge(H2Shell):
                 exchange.end_request()
         elif isinstance(event, h2.events.StreamReset):
             self._local.pop(event.stream_id, None)
+            watch = self._watches.pop(event.stream_id, None)
+            if watch is not None:
+                watch.lost()
             exchange = self.exchanges.pop(event.stream_id, None)
             if exchange is not None:
                 self._abandon(exchange)
@@ -138,6 +148,8 @@ class H2Edge(H2Shell):
                     self.send_pending(exchange)
             for stream_id in [s for s in self._pages if event.stream_id in (0, s)]:
                 self._send_page(stream_id)
+            for watch in [w for s, w in self._watches.items() if event.stream_id in (0, s)]:
+                watch.window_opened()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.flush_now()
             self.close()
@@ -153,7 +165,7 @@ class H2Edge(H2Shell):
         # A plain CONNECT names its target, not the tunnel: it is routed by the TLS server name.
         name = (self.sni or "") if request.connect else host_name(request.authority)
         if is_engine_host(name, self.ctx.host):
-            if event.stream_ended is not None:
+            if event.stream_ended is not None or request.method == b"GET" or request.protocol is not None:
                 self._answer_locally(stream_id, request, b"")
             else:  # the engine API request has a body: answered at its end (see _local_data)
                 self._local[stream_id] = (request, bytearray())
@@ -424,14 +436,55 @@ class H2Edge(H2Shell):
                          request.header(b"accept"))
 
     def _answer_locally(self, stream_id: int, request: h2rules.H2Request, body: bytes) -> None:
-        answer = api_routes.answer(EngineInventory(self.ctx), request.method.decode("latin-1"),
-                                   request.path.decode("latin-1"), request.header(b"authorization"),
-                                   secure=self.scheme == b"https", body=body)
-        if isinstance(answer, api_routes.WatchRequest):  # streaming endpoints: see the watch adapters
-            answer = api_routes.error(501, "not implemented yet")
+        websocket = request.protocol == b"websocket"  # RFC 8441: an extended CONNECT stands for the GET
+        method = "GET" if websocket else request.method.decode("latin-1")
+        answer = api_routes.answer(EngineInventory(self.ctx), method, request.path.decode("latin-1"),
+                                   request.header(b"authorization"), secure=self.scheme == b"https", body=body)
+        if isinstance(answer, api_routes.WatchRequest):
+            full = over_capacity(self.ctx)
+            if full is None and (answer.transport == "websocket") == websocket and \
+                    (websocket or request.method == b"GET"):
+                self._start_watch(stream_id, answer)
+                return
+            answer = full or api_routes.error(426 if answer.transport == "websocket" else 400,
+                                      "use an extended CONNECT with :protocol websocket" if not websocket
+                                      else "an SSE stream is a plain GET")
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
         self._respond(stream_id, answer.status, answer.body, answer.content_type, extra, cache=answer.cache)
         self.ctx.counters.count(self.ctx.counters.http_responses, answer.status)
+
+    def _start_watch(self, stream_id: int, request: api_routes.WatchRequest) -> None:
+        headers = [(b":status", b"200"), (b"cache-control", b"no-store"), (b"server", b"portway")]
+        if request.transport == "sse":
+            headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+        self.conn.send_headers(stream_id, headers)
+        self.ctx.counters.count(self.ctx.counters.http_responses, 200)
+        watch = self._watches[stream_id] = H2Watch(self.ctx, request, stream_id, self._watch_send, self._watch_end)
+        watch.start()
+        self.flush()
+
+    def _watch_send(self, stream_id: int, data: bytes) -> int:
+        """Send what the windows allow of a watch's bytes; returns how many went."""
+        sent = 0
+        try:
+            while sent < len(data):
+                window = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                self.conn.send_data(stream_id, data[sent:sent + window])
+                sent += min(window, len(data) - sent)
+        except h2.exceptions.ProtocolError:
+            return len(data)  # the stream is gone: drop what it would have carried
+        self.flush()
+        return sent
+
+    def _watch_end(self, stream_id: int) -> None:
+        self._watches.pop(stream_id, None)
+        try:
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            return
+        self.flush()
 
     def _respond(self, stream_id: int, status: int, body: bytes, content_type: str,
                  extra: list[tuple[bytes, bytes]] | None, *, cache: str = "no-store") -> None:
@@ -472,7 +525,7 @@ class H2Edge(H2Shell):
 
     def _check_idle(self) -> None:
         """Close a connection with no request in flight and no byte received for `timeouts.http_idle_seconds`."""
-        if not self.exchanges and self.bytes_in == self._moved_at_last_check:
+        if not self.exchanges and not self._watches and self.bytes_in == self._moved_at_last_check:
             log.info("closing idle HTTP/2 visitor connection from %s", self.source_ip)
             self.conn.close_connection()
             self.flush_now()

@@ -22,11 +22,12 @@ from portway.engine.api import routes as api_routes
 from portway.engine.api.inventory import EngineInventory
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
-from portway.engine.edges import upstreamtls
+from portway.engine.edges import h2rules, upstreamtls
 from portway.engine.edges.h1toh2 import bridge
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
 from portway.engine.edges.upstreamtls import over_tls
+from portway.engine.edges.watchstream import SSE_HEAD, H1Watch, over_capacity
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
@@ -92,6 +93,7 @@ class HttpEdge(Pipe):
         self._raw = False
         self._local = False
         self._local_body = bytearray()  # a request body for the engine's own endpoints (bounded)
+        self._watching: H1Watch | None = None  # the signaling watch this connection was handed to
         self._failed = False
         self._closing = False
         self._upstream_gone = False
@@ -145,6 +147,10 @@ class HttpEdge(Pipe):
         except httptools.HttpParserUpgrade as upgrade:
             # The Upgrade/CONNECT head went upstream; what follows waits for the upstream's answer.
             offset = upgrade.args[0] if upgrade.args else len(data)
+            if self._watching is not None:  # the engine's own WebSocket: what followed the head is its
+                if offset < len(data):
+                    self._watching.data_received(data[offset:])
+                return
             self._stash = [data[offset:]]
             self._pause(_SWITCHING)
             if self._local:
@@ -485,9 +491,18 @@ class HttpEdge(Pipe):
         answer = api_routes.answer(EngineInventory(self.ctx), method.decode("latin-1"),
                                    self._url.decode("latin-1"), self._head.authorization_value(),
                                    secure=self.scheme == "https", body=bytes(self._local_body))
-        if isinstance(answer, api_routes.WatchRequest):  # streaming endpoints: see the watch adapters
-            answer = api_routes.error(501, "not implemented yet")
         self._local_body.clear()
+        if isinstance(answer, api_routes.WatchRequest):
+            head = over_capacity(self.ctx) or self._watch_head(answer)
+            if isinstance(head, bytes):
+                self._watching = H1Watch(self.ctx, answer, self.source_ip)
+                if self._idle_timer is not None:
+                    self._idle_timer.cancel()
+                self._count_status(101 if answer.transport == "websocket" else 200)
+                self._failed = True  # this parser is done: bytes after the head belong to the watch
+                self._watching.take_over(self.transport, head)
+                return
+            answer = head
         extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
         page = response(answer.status, answer.body, answer.content_type, close=not keep, extra=extra,
                         cache=answer.cache)
@@ -497,6 +512,25 @@ class HttpEdge(Pipe):
         self._rx_mark = self.bytes_in
         if not keep:
             self.transport.close()
+
+    def _watch_head(self, request: api_routes.WatchRequest) -> bytes | api_routes.ApiResponse:
+        """The response head that starts a watch: SSE's 200, or the 101 of a valid WebSocket upgrade."""
+        upgrade = (self._head.upgrade or b"").lower()
+        if request.transport == "sse":
+            return SSE_HEAD if not upgrade else api_routes.error(400, "an SSE stream is a plain GET")
+        key = version = None
+        for line in self._head.lines:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"sec-websocket-key":
+                key = value.strip()
+            elif name.strip().lower() == b"sec-websocket-version":
+                version = value.strip()
+        if upgrade != b"websocket" or not key:
+            return api_routes.error(426, "this endpoint needs a WebSocket upgrade", (("Upgrade", "websocket"),))
+        if version != b"13":
+            return api_routes.error(426, "only WebSocket version 13 is supported", (("Sec-WebSocket-Version", "13"),))
+        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: %s\r\nServer: portway\r\n\r\n" % h2rules.websocket_accept(key))
 
     def _fail(self, status: int, detail: str, reason: str | None = None, ex: Exchange | None = None, *,
               extra: str = "") -> None:

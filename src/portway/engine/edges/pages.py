@@ -9,7 +9,7 @@ REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     501: "Not Implemented",
-    421: "Misdirected Request", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
+    421: "Misdirected Request", 426: "Upgrade Required", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
     503: "Service Unavailable", 504: "Gateway Timeout",
     308: "Permanent Redirect",  # the plain-HTTP listener's redirect to HTTPS
 }
