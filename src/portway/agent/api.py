@@ -7,10 +7,12 @@ call (these are occasional calls from commands and scripts, not a hot path).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+import websockets
 
 from portway.agent.options import AgentOptions, split_engine, ssl_context
 from portway.errors import EngineApiError, TransportError
@@ -26,6 +28,7 @@ class EngineApi:
         self._base = f"https://{f'[{host}]' if ':' in host else host}:{port}"
         self._token = options.token
         self._tls = ssl_context(options.tls, API_ALPN)
+        self._tls_h1 = ssl_context(options.tls, ("http/1.1",))  # a WebSocket client speaks HTTP/1.1 only
         self._sni = options.tls.server_name
         self._timeout = timeout_s
 
@@ -57,6 +60,54 @@ class EngineApi:
         assert isinstance(value, dict)
         return value
 
+    async def watch(self, params: Mapping[str, object] | None = None, transport: str = "sse",
+                    ) -> AsyncIterator[dict[str, Any]]:
+        """Signaling events (`state.initial` first), over Server-Sent Events or WebSocket, until the
+        engine ends the stream. Raises `EngineApiError` when the engine refuses the watch."""
+        query = f"?params={quote(json.dumps(dict(params)))}" if params else ""
+        if transport == "websocket":
+            async for event in self._watch_websocket(query):
+                yield event
+            return
+        headers = {"Accept": "text/event-stream"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        extensions = {"sni_hostname": self._sni} if self._sni else None
+        timeout = httpx.Timeout(self._timeout, read=None)  # events may be minutes apart (keepalives every 15 s)
+        try:
+            async with httpx.AsyncClient(verify=self._tls, timeout=timeout) as client, \
+                    client.stream("GET", f"{self._base}/api/sse{query}", headers=headers,
+                                  extensions=extensions) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _api_error(response)
+                data: list[str] = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif not line and data:
+                        yield json.loads("\n".join(data))
+                        data = []
+        except httpx.HTTPError as error:
+            raise TransportError(f"event stream from {self._base} failed: {error}") from None
+
+    async def _watch_websocket(self, query: str) -> AsyncIterator[dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        url = f"wss://{self._base.removeprefix('https://')}/api/websocket{query}"
+        try:
+            async with websockets.connect(url, ssl=self._tls_h1, additional_headers=headers,
+                                          server_hostname=self._sni, open_timeout=self._timeout,
+                                          max_size=4 * 1024 * 1024) as connection:
+                async for message in connection:
+                    yield json.loads(message)
+        except websockets.InvalidStatus as error:
+            status = error.response.status_code
+            raise EngineApiError(status, _error_text(error.response.body)) from None
+        except (websockets.ConnectionClosedError, websockets.InvalidHandshake) as error:
+            raise TransportError(f"event stream from {self._base} failed: {error}") from None
+        except OSError as error:
+            raise TransportError(f"cannot reach the engine at {self._base}: {error}") from None
+
     async def _list(self, path: str, filters: Mapping[str, object] | None, limit: int | None) -> list[Any]:
         params: dict[str, object] = {}
         if filters:
@@ -78,11 +129,21 @@ class EngineApi:
                                                 json=body, extensions=extensions)
         except httpx.HTTPError as error:
             raise TransportError(f"cannot reach the engine API at {self._base}: {error}") from None
-        try:
-            value = response.json()
-        except ValueError:
-            value = None
         if response.status_code >= 400:
-            message = value.get("error") if isinstance(value, dict) else None
-            raise EngineApiError(response.status_code, str(message or response.reason_phrase))
-        return value
+            raise _api_error(response)
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+
+def _error_text(body: bytes | None) -> str:
+    try:
+        value = json.loads(body or b"")
+    except ValueError:
+        return (body or b"").decode("utf-8", "replace")[:200] or "no details"
+    return str(value.get("error") if isinstance(value, dict) else value)
+
+
+def _api_error(response: httpx.Response) -> EngineApiError:
+    return EngineApiError(response.status_code, _error_text(response.content) or response.reason_phrase)

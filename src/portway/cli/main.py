@@ -23,6 +23,7 @@ from portway.cli.contexts import context_group
 from portway.cli.demo import start_demo_service
 from portway.cli.doctor import doctor
 from portway.cli.engine import READY_TOKEN_TTL_S, engine, engine_banner, open_engine, start_engine
+from portway.cli.events import events
 from portway.cli.forward import forward
 from portway.cli.inventory import client_group, tunnel_group
 from portway.cli.logformat import FORMATS, LEVELS, setup_logging
@@ -73,6 +74,7 @@ cli.add_command(client_group)
 cli.add_command(login)
 cli.add_command(logout)
 cli.add_command(doctor)
+cli.add_command(events)
 cli.add_command(token_group)
 cli.add_command(nc)
 cli.add_command(nc, name="netcat")
