@@ -64,7 +64,8 @@ class Receiver:
         while not done(self.received):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"timed out; received {[r.headers.get('rstream-event-type') for r in self.received]}")
+                kinds = [r.headers.get("rstream-event-type") for r in self.received]
+                raise AssertionError(f"timed out; received {kinds}")
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), left)
