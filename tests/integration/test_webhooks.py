@@ -3,60 +3,22 @@ every signature checked with the official rstream SDK's verifier."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 from openapi_spec_validator import validate as validate_spec
 
 from portway import __version__
 from portway.engine.auth import mint_token
-from tests.conftest import UNIT_S, EchoServer, EngineHandle, forwarded_tunnel, running_engine
-from tests.integration.webhook_receiver import Received, Receiver
+from tests.conftest import EchoServer, forwarded_tunnel, running_engine
+from tests.integration.webhook_helpers import Received, Receiver, api, create, deliveries, until_deliveries
 
 FAST = ("webhooks:\n  retry_base_seconds: 0.2\n  retry_cap_seconds: 0.4\n  timeout_seconds: 2\n"
         "  lease_seconds: 5\n")
 ALL = ["client.created", "client.deleted", "tunnel.created", "tunnel.deleted"]
-
-
-@contextlib.asynccontextmanager
-async def api(engine: EngineHandle, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {token or engine.token()}"} if token != "" else {}
-    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{engine.port}", verify=engine.visitor_tls(),
-                                 headers=headers, timeout=10) as client:
-        yield client
-
-
-async def create(client: httpx.AsyncClient, **body: object) -> dict[str, Any]:
-    got = await client.post("/api/webhooks", json=body)
-    assert got.status_code == 201, got.text
-    created: dict[str, Any] = got.json()
-    return created
-
-
-async def deliveries(client: httpx.AsyncClient, hook_id: str) -> list[dict[str, Any]]:
-    got = await client.get(f"/api/webhooks/{hook_id}/deliveries")
-    assert got.status_code == 200, got.text
-    listed: list[dict[str, Any]] = got.json()
-    return listed
-
-
-async def until_deliveries(client: httpx.AsyncClient, hook_id: str, done: Any,
-                           timeout: float = 15 * UNIT_S) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        listed = await deliveries(client, hook_id)
-        if done(listed):
-            return listed
-        assert time.monotonic() < deadline, listed
-        await asyncio.sleep(0.05)
 
 
 def types(received: list[Received]) -> list[str]:

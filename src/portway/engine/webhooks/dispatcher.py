@@ -97,11 +97,12 @@ class Dispatcher:
             if attempt.status_code is not None and 200 <= attempt.status_code < 300:
                 self._store.finish(lease, self.owner, attempt, status="delivered", next_attempt_at=None)
                 return
-            retry_at = self._schedule.next_attempt(failures=number, now=self._clock(), deadline=lease.deadline_at,
+            now = self._clock()
+            retry_at = self._schedule.next_attempt(failures=number, now=now, deadline=lease.deadline_at,
                                                    draw=self._draw())
             self._store.finish(lease, self.owner, attempt, status="pending" if retry_at else "failed",
                                next_attempt_at=retry_at)
-            outcome = f"retry in {retry_at - self._clock():.1f}s" if retry_at else "failed for good"
+            outcome = f"retry in {retry_at - now:.1f}s" if retry_at else "failed for good"
             log.info("webhook delivery %s (event %s) to %s: attempt %d: %s; %s", lease.delivery_id, lease.event_id,
                      urlsplit(lease.url).netloc, number, attempt.error or f"HTTP {attempt.status_code}", outcome)
         except Exception:

@@ -1,6 +1,7 @@
-"""A tiny HTTP/1.1 receiver for webhook tests (asyncio, one request per connection): records every POST
-and answers with scripted statuses. Its socket is bound from the start, so its URL is known while it is
-"down" (bound, not listening: connections are refused) and the same port serves when it comes up."""
+"""Webhook test helpers: Engine API calls, and a tiny HTTP/1.1 receiver (asyncio, one request per
+connection) that records every POST and answers with scripted statuses. The receiver's socket is bound
+from the start, so its URL is known while it is "down" (bound, not listening: connections are refused)
+and the same port serves when it comes up."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 from rstream import webhooks as official
 
-from tests.conftest import UNIT_S
+from tests.conftest import UNIT_S, EngineHandle
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class Receiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hooks"
+
+    def black_hole(self) -> None:
+        """Listen without ever accepting: connections open, requests get no answer (until `start()`)."""
+        self._sock.listen(16)
 
     async def start(self) -> None:
         self._sock.listen(16)
@@ -91,3 +98,36 @@ class Receiver:
             pass
         finally:
             writer.close()
+
+
+@contextlib.asynccontextmanager
+async def api(engine: EngineHandle, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {token or engine.token()}"} if token != "" else {}
+    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{engine.port}", verify=engine.visitor_tls(),
+                                 headers=headers, timeout=10) as client:
+        yield client
+
+
+async def create(client: httpx.AsyncClient, **body: object) -> dict[str, Any]:
+    got = await client.post("/api/webhooks", json=body)
+    assert got.status_code == 201, got.text
+    created: dict[str, Any] = got.json()
+    return created
+
+
+async def deliveries(client: httpx.AsyncClient, hook_id: str) -> list[dict[str, Any]]:
+    got = await client.get(f"/api/webhooks/{hook_id}/deliveries")
+    assert got.status_code == 200, got.text
+    listed: list[dict[str, Any]] = got.json()
+    return listed
+
+
+async def until_deliveries(client: httpx.AsyncClient, hook_id: str, done: Any,
+                           timeout: float = 15 * UNIT_S) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = await deliveries(client, hook_id)
+        if done(listed):
+            return listed
+        assert time.monotonic() < deadline, listed
+        await asyncio.sleep(0.05)
