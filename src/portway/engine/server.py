@@ -1,8 +1,9 @@
 """`Engine`: binds the listeners, owns every task, and shuts down in phases.
 
 Shutdown order: stop accepting, close control channels (agents see the channel end and reconnect
-elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest, close
-idle plain-HTTP connections.
+elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest, stop the webhook
+dispatcher (after the sessions, so their last events are recorded; delivered by the next run if need be),
+close idle plain-HTTP connections.
 """
 
 from __future__ import annotations
