@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from rstream import webhooks as official
 
@@ -14,7 +15,8 @@ from portway.engine.webhooks.secret import new_secret
 
 bodies = st.binary(max_size=512)
 stamps = st.integers(min_value=0, max_value=2**40)
-secrets = st.builds(lambda _: new_secret(), st.integers())
+secrets = st.binary(min_size=32, max_size=32).map(
+    lambda raw: "whsec_" + base64.urlsafe_b64encode(raw).decode().rstrip("="))
 ENVELOPE = b'{"id":"evt_1","type":"tunnel.created","object":{"id":"t1"}}'
 
 
@@ -30,6 +32,7 @@ def test_the_header_has_one_v1_per_secret(body: bytes, keys: list[str], timestam
 
 @given(body=bodies, key=secrets, other=secrets, timestamp=stamps)
 def test_another_secret_or_body_does_not_verify(body: bytes, key: str, other: str, timestamp: int) -> None:
+    assume(key != other)
     header = signature.sign(body, [key], timestamp)
     assert not signature.verify(body, header, other, now=timestamp)
     assert not signature.verify(body + b"x", header, key, now=timestamp)
