@@ -147,6 +147,11 @@ async def test_unauthenticated_documents(tmp_path: Path) -> None:
         document = (await client.get("/api/openapi.json")).json()
         _validate(document, schema_of(document, "/.well-known/rstream/engine"), body)
         assert set(document["paths"]) >= {"/api/auth", "/api/tunnels", "/api/tunnels/{id}", "/api/clients"}
+        assert set(document["paths"]) >= {"/api/webhooks", "/api/webhooks/{id}", "/api/webhooks/{id}/rotate",
+                                          "/api/webhooks/{id}/deliveries",
+                                          "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver"}
+        assert set(document["paths"]["/api/webhooks/{id}"]) == {"get", "delete"}
+        assert {"WebhookCreate", "WebhookView", "DeliveryView"} <= set(document["components"]["schemas"])
 
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1", "h2"])

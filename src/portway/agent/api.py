@@ -1,4 +1,4 @@
-"""A client of the Engine HTTP API (§4.1): credential check, live inventories, token minting.
+"""A client of the Engine HTTP API (§4.1): credential check, live inventories, token minting, webhooks.
 
 Same engine address, token and TLS trust as the agent connection; one short-lived HTTPS connection per
 call (these are occasional calls from commands and scripts, not a hot path).
@@ -42,7 +42,7 @@ class EngineApi:
         return await self._list("/api/tunnels", filters, limit)
 
     async def tunnel(self, tunnel_id: str) -> dict[str, Any]:
-        value = await self._call("GET", f"/api/tunnels/{httpx.URL(path=tunnel_id).raw_path.decode()}")
+        value = await self._call("GET", f"/api/tunnels/{_segment(tunnel_id)}")
         assert isinstance(value, dict)
         return value
 
@@ -107,6 +107,44 @@ class EngineApi:
             raise TransportError(f"event stream from {self._base} failed: {error}") from None
         except OSError as error:
             raise TransportError(f"cannot reach the engine at {self._base}: {error}") from None
+    async def webhooks(self) -> list[Any]:
+        """The webhook endpoints (secrets masked)."""
+        return await self._array("GET", "/api/webhooks")
+
+    async def webhook(self, webhook_id: str) -> dict[str, Any]:
+        return await self._object("GET", f"/api/webhooks/{_segment(webhook_id)}")
+
+    async def create_webhook(self, body: Mapping[str, object]) -> dict[str, Any]:
+        """A new endpoint; the answer holds its secret (the only time it is shown)."""
+        return await self._object("POST", "/api/webhooks", body=body)
+
+    async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        return await self._object("DELETE", f"/api/webhooks/{_segment(webhook_id)}")
+
+    async def rotate_webhook(self, webhook_id: str, body: Mapping[str, object]) -> dict[str, Any]:
+        """A new secret for the endpoint (in the answer); the previous one keeps signing for a grace period."""
+        return await self._object("POST", f"/api/webhooks/{_segment(webhook_id)}/rotate", body=body)
+
+    async def webhook_deliveries(self, webhook_id: str, limit: int | None = None) -> list[Any]:
+        query = {"params": json.dumps({"limit": limit})} if limit is not None else None
+        return await self._array("GET", f"/api/webhooks/{_segment(webhook_id)}/deliveries", query=query)
+
+    async def redeliver(self, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+        """Send a delivery's event again (as a new delivery)."""
+        path = f"/api/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/redeliver"
+        return await self._object("POST", path)
+
+    async def _object(self, method: str, path: str, *, body: Mapping[str, object] | None = None) -> dict[str, Any]:
+        value = await self._call(method, path, body=body)
+        if not isinstance(value, dict):
+            raise EngineApiError(200, "expected a JSON object")
+        return value
+
+    async def _array(self, method: str, path: str, *, query: dict[str, str] | None = None) -> list[Any]:
+        value = await self._call(method, path, query=query)
+        if not isinstance(value, list):
+            raise EngineApiError(200, "expected a JSON array")
+        return value
 
     async def _list(self, path: str, filters: Mapping[str, object] | None, limit: int | None) -> list[Any]:
         params: dict[str, object] = {}
@@ -147,3 +185,8 @@ def _error_text(body: bytes | None) -> str:
 
 def _api_error(response: httpx.Response) -> EngineApiError:
     return EngineApiError(response.status_code, _error_text(response.content) or response.reason_phrase)
+
+
+def _segment(value: str) -> str:
+    """`value` as one path segment (an id with a `/` cannot reach another endpoint)."""
+    return quote(value, safe="")

@@ -31,6 +31,7 @@ from portway.cli.login import login, logout
 from portway.cli.netcat import nc
 from portway.cli.runtime import run, until_signal
 from portway.cli.token import token_group
+from portway.cli.webhook import webhook_group
 from portway.engine import Engine
 from portway.engine.auth import mint_token
 from portway.engine.state import EngineState
@@ -76,6 +77,7 @@ cli.add_command(logout)
 cli.add_command(doctor)
 cli.add_command(events)
 cli.add_command(token_group)
+cli.add_command(webhook_group)
 cli.add_command(nc)
 cli.add_command(nc, name="netcat")
 cli.add_command(nc, name="ncat")

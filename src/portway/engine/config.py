@@ -26,6 +26,7 @@ __all__ = [
     "TcpSection",
     "TimeoutsSection",
     "TlsSection",
+    "WebhooksSection",
     "is_loopback_host",
     "split_hostport",
 ]
@@ -319,6 +320,40 @@ class LimitsSection(_Section):
     )
 
 
+class WebhooksSection(_Section):
+    """Portway: signed, durable delivery of lifecycle events to HTTP endpoints (docs/webhooks.md)."""
+
+    enabled: bool = Field(default=True, description="Record events for webhook endpoints and deliver them.")
+    database_file: OptionalText = Field(
+        default=None, description="SQLite file of endpoints, secrets and deliveries (null = <state dir>/portway.db)."
+    )
+    timeout_seconds: Seconds = Field(default=10, description="One delivery attempt, connect to last byte.")
+    concurrency: Count = Field(default=4, description="Delivery attempts in flight at once.")
+    lease_seconds: Seconds = Field(
+        default=60,
+        description="A delivery being attempted is held this long (must exceed timeout_seconds); a crashed "
+                    "engine's deliveries are retried after it.",
+    )
+    retry_base_seconds: Seconds = Field(default=10, description="Largest delay before the first retry; doubles.")
+    retry_cap_seconds: Seconds = Field(default=3600, description="Largest delay between two attempts.")
+    retry_horizon_seconds: Seconds = Field(default=86400, description="A delivery is failed this long after its event.")
+    max_attempts: Count = Field(default=100, description="Attempts of one delivery (the horizon usually ends first).")
+    rotation_grace_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        default=86400, description="After a rotation the previous secret keeps signing this long."
+    )
+    retention_seconds: Seconds = Field(
+        default=30 * 86400, description="Finished deliveries and their attempts are forgotten after this."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhooksSection:
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ValueError("lease_seconds must exceed timeout_seconds (else an attempt could run twice at once)")
+        if self.retry_base_seconds > self.retry_cap_seconds:
+            raise ValueError("retry_base_seconds must not exceed retry_cap_seconds")
+        return self
+
+
 class EngineConfig(_Section):
     """The whole engine configuration (immutable)."""
 
@@ -332,6 +367,7 @@ class EngineConfig(_Section):
     tcp: TcpSection = Field(default_factory=TcpSection)
     geoip: GeoipSection = Field(default_factory=GeoipSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
+    webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
 
     @property
     def advertised_port(self) -> int:

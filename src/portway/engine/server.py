@@ -1,8 +1,9 @@
 """`Engine`: binds the listeners, owns every task, and shuts down in phases.
 
 Shutdown order: stop accepting, close control channels (agents see the channel end and reconnect
-elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest, close
-idle plain-HTTP connections.
+elsewhere), let established streams drain for `timeouts.shutdown_grace_seconds`, cancel the rest, stop the webhook
+dispatcher (after the sessions, so their last events are recorded; delivered by the next run if need be),
+close idle plain-HTTP connections.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from portway.engine.metrics import engine_registry
 from portway.engine.metricsserver import MetricsServer
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
+from portway.engine.webhooks import RetrySchedule, StoreError, WebhookService, WebhookSettings
 from portway.errors import ConfigError
 from portway.wire.codes import ALPN
 
@@ -74,6 +76,21 @@ async def _drain_streams(ctx: EngineContext, deadline: float) -> None:
         ctx.streams.close(abort=True)
 
 
+def _open_webhooks(cfg: EngineConfig, state: EngineState) -> WebhookService:
+    """The webhook service on `webhooks.database_file` (default: `portway.db` in the state directory)."""
+    section = cfg.webhooks
+    path = Path(section.database_file) if section.database_file else state.state_dir / "portway.db"
+    schedule = RetrySchedule(base_s=section.retry_base_seconds, cap_s=section.retry_cap_seconds,
+                             horizon_s=section.retry_horizon_seconds, max_attempts=section.max_attempts)
+    settings = WebhookSettings(schedule=schedule, timeout_s=section.timeout_seconds, concurrency=section.concurrency,
+                               lease_s=section.lease_seconds, rotation_grace_s=section.rotation_grace_seconds,
+                               retention_s=section.retention_seconds)
+    try:
+        return WebhookService.open(path, settings, version=__version__)
+    except (StoreError, OSError) as error:
+        raise ConfigError(f"webhooks.database_file: cannot open {path}: {error}") from None
+
+
 class Engine:
     """A running engine. Use `async with Engine.start(config, state_dir=...) as engine:` or `run()`."""
 
@@ -87,6 +104,7 @@ class Engine:
         self.metrics: MetricsServer | None = None
         self._stopped = asyncio.Event()
         self._cert_timer: asyncio.TimerHandle | None = None
+        self._webhooks: WebhookService | None = None
 
     @property
     def port(self) -> int:
@@ -146,6 +164,19 @@ class Engine:
                     self._http.stop()
                 raise
             self.metrics = metrics
+        if cfg.webhooks.enabled:
+            try:
+                self._webhooks = _open_webhooks(cfg, self.state)
+            except ConfigError:
+                self._listener.stop()
+                if self._http is not None:
+                    self._http.stop()
+                if self.metrics is not None:
+                    await self.metrics.close()
+                raise
+            ctx.services["webhooks"] = self._webhooks
+            self._webhooks.attach(ctx.events)
+            self._webhooks.start()
         if self._http is not None:
             await self._http.start()
         self._listener.start()
@@ -209,6 +240,9 @@ class Engine:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*pending, return_exceptions=True)
         await _drain_streams(ctx, deadline)
+        if self._webhooks is not None:  # after the sessions: their last events are recorded first
+            await self._webhooks.stop()
+            self._webhooks.close()
         if isinstance(ctx.geoip, GeoIPDatabase):
             ctx.geoip.close()
         if self._http is not None:

@@ -11,6 +11,14 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from portway.engine.api.tokens import MintRequest, MintResponse
 from portway.engine.api.views import AuthView, ClientView, Discovery, ErrorBody, TunnelView
+from portway.engine.api.webhook_views import (
+    DeliveryView,
+    WebhookCreate,
+    WebhookDeleted,
+    WebhookRotate,
+    WebhookView,
+    WebhookWithSecret,
+)
 
 _REF = "#/components/schemas/{model}"
 
@@ -48,11 +56,68 @@ def _get(summary: str, ok: dict[str, Any], *, secured: bool = True, params: list
 
 @functools.cache
 def _schemas() -> dict[str, Any]:
-    shown: tuple[type[BaseModel], ...] = (TunnelView, ClientView, AuthView, Discovery, ErrorBody, MintResponse)
+    shown: tuple[type[BaseModel], ...] = (TunnelView, ClientView, AuthView, Discovery, ErrorBody, MintResponse,
+                                          WebhookView, WebhookWithSecret, WebhookDeleted, DeliveryView)
+    accepted: tuple[type[BaseModel], ...] = (MintRequest, WebhookCreate, WebhookRotate)
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "serialization") for model in shown]
-    _, top = models_json_schema([*models, (MintRequest, "validation")], ref_template=_REF)
+    models += [(model, "validation") for model in accepted]
+    _, top = models_json_schema(models, ref_template=_REF)
     schemas: dict[str, Any] = top["$defs"]
     return schemas
+
+
+def _op(summary: str, ok: tuple[str, dict[str, Any]], *, body: str | None = None,
+        params: list[Any] | None = None, missing: str | None = None) -> dict[str, Any]:
+    """One webhook operation: its success answer, the common errors, a 404 when it names a webhook."""
+    responses = {ok[0]: ok[1], **_ERRORS,
+                 "403": _answer(_ref("ErrorBody"), "The token lacks webhooks.read-write"),
+                 "503": _answer(_ref("ErrorBody"), "The webhook database is unavailable")}
+    if missing:
+        responses["404"] = _answer(_ref("ErrorBody"), missing)
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body:
+        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(body)}}}
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+def _webhook_paths() -> dict[str, Any]:
+    hook = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    delivery = [*hook, {"name": "delivery_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    limit = [{"name": "params", "in": "query", "required": False, "description": 'JSON: {"limit": 1..1000}',
+              "schema": {"type": "string"}}]
+    nowhere = "No webhook (or delivery) has this id"
+    listing = {"type": "array", "items": _ref("WebhookView")}
+    return {
+        "/api/webhooks": {
+            "get": _op("Webhook endpoints (secrets masked)", ("200", _answer(listing, "Endpoints"))),
+            "post": _op("Create a webhook endpoint; the answer shows its secret, once",
+                        ("201", _answer(_ref("WebhookWithSecret"), "The endpoint and its secret")),
+                        body="WebhookCreate"),
+        },
+        "/api/webhooks/{id}": {
+            "get": _op("One webhook endpoint", ("200", _answer(_ref("WebhookView"), "The endpoint")),
+                       params=hook, missing=nowhere),
+            "delete": _op("Delete an endpoint with its deliveries",
+                          ("200", _answer(_ref("WebhookDeleted"), "Deleted")), params=hook, missing=nowhere),
+        },
+        "/api/webhooks/{id}/rotate": {
+            "post": _op("New secret; the current ones keep signing for the grace period",
+                        ("200", _answer(_ref("WebhookWithSecret"), "The endpoint and its new secret")),
+                        body="WebhookRotate", params=hook, missing=nowhere),
+        },
+        "/api/webhooks/{id}/deliveries": {
+            "get": _op("Deliveries, newest first, with every attempt",
+                       ("200", _answer({"type": "array", "items": _ref("DeliveryView")}, "Deliveries")),
+                       params=[*hook, *limit], missing=nowhere),
+        },
+        "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver": {
+            "post": _op("Send the delivery's event again, as a new delivery",
+                        ("202", _answer(_ref("DeliveryView"), "The new delivery, due now")),
+                        params=delivery, missing=nowhere),
+        },
+    }
 
 
 def openapi_document(version: str) -> dict[str, Any]:
@@ -83,6 +148,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                               "403": _answer(_ref("ErrorBody"), "Asks for more than the caller holds, or "
                                                                 "minting is disabled")},
             }},
+            **_webhook_paths(),
             "/api/openapi.json": _get("This document", {"description": "OpenAPI 3.1"}, secured=False),
             "/.well-known/rstream/engine": _get("Discovery", _answer(_ref("Discovery"), "What this engine offers"),
                                                 secured=False),

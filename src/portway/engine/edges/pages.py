@@ -6,7 +6,8 @@ import html
 import json
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    200: "OK", 201: "Created", 202: "Accepted",  # 201/202: webhook creation and redelivery
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     501: "Not Implemented",
     421: "Misdirected Request", 426: "Upgrade Required", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
