@@ -10,6 +10,7 @@ import pytest
 from portway.agent import Client, TLSOptions
 from tests.cli.helpers import agent_args, cli_process, error_lines, run_cli
 from tests.conftest import EngineProcess
+from tests.integration.webhook_helpers import Receiver
 
 
 def sdk(handle: EngineProcess) -> Client:
@@ -50,3 +51,35 @@ def test_usage_and_auth_errors(engine_process: EngineProcess) -> None:
     assert refused.returncode == 1 and "401" in refused.stderr and len(error_lines(refused.stderr)) == 1
     refused_ws = run_cli("events", "--transport", "websocket", *agent_args(engine_process, token="nope"))
     assert refused_ws.returncode == 1 and "401" in refused_ws.stderr, refused_ws.stderr
+
+
+async def test_forward_to_signs_like_a_webhook(engine_process: EngineProcess, tmp_path: Path) -> None:
+    secret = "whsec_" + "A" * 43
+    async with Receiver() as receiver, \
+            cli_process(tmp_path, "events", "-o", "json", "--include-webhook-headers", "--forward-to", receiver.url,
+                        "--webhook", "--webhook-secret", secret, *agent_args(engine_process)) as watcher:
+        assert json.loads(await watcher.readline())["type"] == "state.initial"
+        control = await sdk(engine_process).connect()
+        tunnel = await control.create_tunnel(name="db", publish=False)
+        await control.close()
+        got = await receiver.wait_for(lambda r: len(r) >= 4)
+        kinds = [r.headers["rstream-event-type"] for r in got]
+        assert kinds == ["client.created", "tunnel.created", "tunnel.deleted", "client.deleted"]  # catalog only
+        for item in got:
+            event = item.verified(secret)  # the official SDK's verifier accepts the signature
+            assert item.headers["rstream-webhook-id"] == "local" and item.headers["rstream-delivery-id"]
+            assert event.id == item.headers["rstream-event-id"]
+        assert json.loads(got[1].body)["object"]["id"] == tunnel.id
+        printed = [json.loads(await watcher.readline()) for _ in range(5)]  # client.updated is not forwarded
+        assert [p.get("forwarded") for p in printed] == ["200", "200", None, "200", "200"]
+        assert printed[0]["headers"]["rstream-signature"].startswith("t=")
+
+
+def test_forward_usage_errors(engine_process: EngineProcess) -> None:
+    args = agent_args(engine_process)
+    for extra, fragment in [(["--webhook"], "need --forward-to"),
+                            (["--forward-to", "ftp://x/"], "http"),
+                            (["--forward-to", "http://127.0.0.1:9/", "--webhook-secret", "short"], "whsec_")]:
+        got = run_cli("events", *extra, *args)
+        assert got.returncode == 2 and len(error_lines(got.stderr)) == 1 and fragment in got.stderr, got.stderr
+        assert "short" not in got.stderr

@@ -112,14 +112,9 @@ class Dispatcher:
         number = lease.failures + 1
         started = self._clock()
         keys = self._store.secrets(lease.endpoint_id, now=started)
-        headers = {
-            "content-type": "application/json",
-            signature.HEADER: signature.sign(lease.body, keys, int(started)),
-            "rstream-event-id": lease.event_id,
-            "rstream-event-type": lease.event_type,
-            "rstream-webhook-id": lease.endpoint_id,
-            "rstream-delivery-id": lease.delivery_id,
-        }
+        headers = signature.delivery_headers(lease.body, keys, int(started), event_id=lease.event_id,
+                                             event_type=lease.event_type, webhook_id=lease.endpoint_id,
+                                             delivery_id=lease.delivery_id)
         clock = time.monotonic()
         status: int | None = None
         excerpt: str | None = None

@@ -26,6 +26,19 @@ def sign(body: bytes, secrets: Sequence[str], timestamp: int) -> str:
     return ",".join([f"t={timestamp}", *(f"v1={digest(body, secret, timestamp)}" for secret in secrets)])
 
 
+def delivery_headers(body: bytes, secrets: Sequence[str], timestamp: int, *, event_id: str, event_type: str,
+                     webhook_id: str, delivery_id: str) -> dict[str, str]:
+    """Every header of a webhook delivery (§4.3), for the engine's dispatcher and `portway events --webhook`."""
+    return {
+        "content-type": "application/json",
+        HEADER: sign(body, secrets, timestamp),
+        "rstream-event-id": event_id,
+        "rstream-event-type": event_type,
+        "rstream-webhook-id": webhook_id,
+        "rstream-delivery-id": delivery_id,
+    }
+
+
 def parse(header: str) -> tuple[int, list[str]]:
     """(timestamp, v1 values) of a header; ValueError when it has no timestamp or no v1. Unknown schemes
     (a future `v2=`) are skipped, as receivers must."""
