@@ -24,7 +24,7 @@ FORMATS = ("auto", "json", "json-pretty", "text", "text-pretty")
 _RECORD_KEYS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 _SECRETS = [
     (re.compile(r"eyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]+"), "[redacted-jwt]"),  # any JWT, wherever it appears
-    (re.compile(r"(?i)(rstream\.token=|bearer\s+|token=)[^\s&\"',;]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(rstream\.token=|bearer\s+|token=)[^\s&\"',;]{8,}"), r"\1[redacted]"),  # not prose
 ]
 
 
