@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from portway.engine.accesspolicy import PolicyBook
 from portway.engine.auth import Principal, TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.certs import CertFiles
@@ -173,6 +174,7 @@ class EngineContext:
     sessions: set[Session] = field(default_factory=set)
     events: EventBus = field(default_factory=EventBus)
     watchers: set[Watcher] = field(default_factory=set)
+    policies: PolicyBook = field(default_factory=PolicyBook)  # project-wide access policies
     services: dict[str, object] = field(default_factory=dict)  # optional parts by name (e.g. "webhooks")
     streams: OpenStreams = field(init=False)
 

@@ -23,7 +23,8 @@ from portway.engine.context import EngineContext
 from portway.engine.edges import tlsterm
 from portway.engine.edges.h2 import H2Edge
 from portway.engine.edges.http1 import HttpEdge
-from portway.engine.edges.stream import connect_visitor
+from portway.engine.edges.pages import error_page
+from portway.engine.edges.stream import connect_visitor, refused_tls
 from portway.pipe import Pipe
 from portway.tls import TLSConnection
 from portway.wire import clienthello
@@ -55,10 +56,23 @@ def _server_name(sni: str | None) -> str | None:
 
 
 def _http_edge(ctx: EngineContext, sni: str | None, tls_conn: TLSConnection) -> asyncio.Protocol:
-    """The HTTP edge for the version the visitor chose by ALPN (no ALPN: HTTP/1.1)."""
+    """The HTTP edge for the version the visitor chose by ALPN (no ALPN: HTTP/1.1); a visitor whose TLS is
+    older than its tunnel's project allows gets a one-line refusal instead."""
+    tunnel = ctx.registry.by_hostname(sni) if sni else None
+    if refused_tls(ctx, tunnel, tls_conn.ssl_object.version(), None):
+        return TooOldTls()
     if tls_conn.ssl_object.selected_alpn_protocol() == "h2":
         return H2Edge(ctx, sni)
     return HttpEdge(ctx, sni)
+
+
+class TooOldTls(asyncio.Protocol):
+    """Answers a visitor refused by `min_tls_version` with a 426 page and closes."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(error_page(426, None, "this tunnel needs a newer TLS version", None))
+        transport.close()
 
 
 class Listener:

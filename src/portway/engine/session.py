@@ -216,6 +216,9 @@ class AgentSession(asyncio.Protocol):
             requested = requested.replace(tls_mode="passthrough")
         props = properties.normalize(requested)
         check_supported(props)
+        refusal = ctx.policies.get(self.principal.project_id).refuse_tunnel(props)
+        if refusal is not None:
+            raise InvalidTunnelProperties(refusal, ErrorCode.UNAUTHORIZED)
         policy = build_policy(props, geoip_available=ctx.geoip is not None, tokens_enforced=ctx.verifier.enabled)
         if len(self.tunnels) + self._opening > ctx.config.limits.max_tunnels_per_agent:  # opens in flight count
             raise InvalidTunnelProperties("too many tunnels on this control channel", ErrorCode.CAPACITY_EXHAUSTED)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from portway.engine.accesspolicy import CompiledPolicy
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.policy import TokenMemo
@@ -16,15 +17,29 @@ from portway.wire.codes import ErrorCode
 log = logging.getLogger("portway.engine.edge")
 
 
+def project_policy(ctx: EngineContext, tunnel: Tunnel) -> CompiledPolicy:
+    """The access policy of the project `tunnel` belongs to (accesspolicy.py)."""
+    return ctx.policies.get(tunnel.owner.principal.project_id)
+
+
 def refused_address(ctx: EngineContext, tunnel: Tunnel, source_ip: str | None) -> str | None:
-    """The network control (trusted_ips, geoip) that refuses this visitor, counted and logged; else None."""
-    policy = tunnel.policy
-    if policy is None:
-        return None
-    reason = policy.refuses(source_ip, ctx.geoip.country if ctx.geoip is not None else None)
+    """The network control that refuses this visitor — the project's policy, then the tunnel's own
+    trusted_ips/geoip — counted and logged; else None."""
+    country_of = ctx.geoip.country if ctx.geoip is not None else None
+    reason = project_policy(ctx, tunnel).refuse_visitor(tunnel.props, source_ip, country_of)
+    if reason is None and tunnel.policy is not None:
+        reason = tunnel.policy.refuses(source_ip, country_of)
     if reason is not None:
         count_denial(ctx, tunnel, reason, source_ip)
     return reason
+
+
+def refused_tls(ctx: EngineContext, tunnel: Tunnel | None, version: str | None, source_ip: str | None) -> bool:
+    """Whether the project's `min_tls_version` refuses a visitor that negotiated `version` (counted, logged)."""
+    if tunnel is None or not project_policy(ctx, tunnel).tls_too_old(version):
+        return False
+    count_denial(ctx, tunnel, "project_min_tls_version", source_ip)
+    return True
 
 
 def failure_page(error: StreamFailed) -> tuple[int, str]:

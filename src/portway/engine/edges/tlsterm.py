@@ -22,7 +22,7 @@ import ssl
 
 from portway.engine.certs import CertFiles, load_chain
 from portway.engine.context import EngineContext
-from portway.engine.edges.stream import connect_visitor, refused_address
+from portway.engine.edges.stream import connect_visitor, refused_address, refused_tls
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 from portway.tls import TLSConnection
@@ -169,5 +169,8 @@ async def serve(ctx: EngineContext, tunnel: Tunnel, conn: socket.socket, source_
         return
     visitor = tls_conn.app
     assert isinstance(visitor, Pipe) and visitor.transport is not None
+    if refused_tls(ctx, tunnel, tls_conn.ssl_object.version(), source_ip):
+        visitor.transport.close()
+        return
     visitor.transport.pause_reading()
     await connect_visitor(ctx, tunnel, visitor, source_ip)

@@ -1,0 +1,82 @@
+"""Project access policies on a running engine: tunnel creation refused with UNAUTHORIZED, visitors of
+existing tunnels refused as soon as the policy changes, and a minimum TLS version for visitors."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+
+from portway.engine.accesspolicy import AccessPolicy
+from portway.errors import EngineRejected
+from portway.wire.codes import ErrorCode
+from tests.conftest import EchoServer, EngineHandle, forwarded_hostname, http_get, running_engine
+
+
+def set_policy(engine: EngineHandle, **fields: object) -> None:
+    assert engine.engine is not None and engine.engine.ctx is not None
+    engine.engine.ctx.policies.set("default", AccessPolicy.model_validate(fields))
+
+
+async def test_creation_is_checked_against_the_project_policy(tmp_path: Path) -> None:
+    async with running_engine(tmp_path) as engine:
+        set_policy(engine, allow_public=False, required_labels={"team": None})
+        control = await engine.client().connect()
+        try:
+            with pytest.raises(EngineRejected) as refused:
+                await control.create_tunnel(protocol="http", labels={"team": "a"})
+            assert refused.value.code == ErrorCode.UNAUTHORIZED
+            assert "private tunnels only" in str(refused.value)
+            with pytest.raises(EngineRejected, match="requires the label team"):
+                await control.create_tunnel(publish=False, name="db")
+            tunnel = await control.create_tunnel(publish=False, name="db", labels={"team": "a"})
+            assert tunnel.properties.publish is False
+            set_policy(engine, allowed_protocols=["tcp"])
+            with pytest.raises(EngineRejected, match="does not allow http"):
+                await control.create_tunnel(protocol="http")
+            assert (await control.create_tunnel(protocol="tcp")).properties.port
+        finally:
+            await control.close()
+
+
+async def test_visitors_of_existing_tunnels_follow_policy_changes(tmp_path: Path) -> None:
+    async with running_engine(tmp_path) as engine, EchoServer(http=True) as upstream, \
+            forwarded_hostname(engine, upstream.port) as hostname:
+        reader, writer = await engine.open_visitor(hostname)
+        status, _ = await http_get(reader, writer, hostname)
+        assert status == 200
+        writer.close()
+        set_policy(engine, allowed_source_cidrs=["10.0.0.0/8"])  # applies to the next connection
+        reader, writer = await engine.open_visitor(hostname)
+        status, _ = await http_get(reader, writer, hostname)
+        assert status == 403
+        writer.close()
+        set_policy(engine, allow_public=False)  # the tunnel itself is no longer allowed: no new visitors
+        reader, writer = await engine.open_visitor(hostname)
+        status, _ = await http_get(reader, writer, hostname)
+        assert status == 403
+        writer.close()
+        set_policy(engine)
+        reader, writer = await engine.open_visitor(hostname)
+        assert (await http_get(reader, writer, hostname))[0] == 200
+        writer.close()
+        assert engine.engine is not None and engine.engine.ctx is not None
+        denials = engine.engine.ctx.counters.policy_denials
+        assert denials[("http", "project_trusted_ips")] == 1 and denials[("http", "project_policy")] == 1
+
+
+async def test_minimum_tls_version_for_visitors(tmp_path: Path) -> None:
+    async with running_engine(tmp_path) as engine, EchoServer(http=True) as upstream, \
+            forwarded_hostname(engine, upstream.port) as hostname:
+        set_policy(engine, min_tls_version="tls1.3")
+        old = engine.visitor_tls()
+        old.maximum_version = ssl.TLSVersion.TLSv1_2
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.port, ssl=old, server_hostname=hostname)
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 426 ") and b"newer TLS version" in answer
+        writer.close()
+        reader, writer = await engine.open_visitor(hostname)  # TLS 1.3: served
+        assert (await http_get(reader, writer, hostname))[0] == 200
+        writer.close()
