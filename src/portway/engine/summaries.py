@@ -18,12 +18,14 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
 
+from portway.engine import policy
+
 if TYPE_CHECKING:
     from portway.engine.registry import Tunnel
 
 REDACTED = "[redacted]"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-TOKEN_PARAM = "rstream.token"
+TOKEN_PARAM = policy.TOKEN_PARAM.decode()
 MAX_HEADERS = 32
 MAX_NAME_CHARS = 64
 MAX_VALUE_CHARS = 256
@@ -36,6 +38,7 @@ RULES = {"trusted_ips": "ip", "geoip": "geo", "token_auth": "token", "mtls_auth"
 RuleKind = Literal["none", "mtls", "token", "ip", "geo"]
 FailureKind = Literal["timeout", "unauthorized", "not_found", "refused", "io", "internal"]
 By = Literal["visitor", "agent", "engine"]
+HttpProtocol = Literal["http/1.1", "h2"]
 
 
 class _Shape(BaseModel):
@@ -67,11 +70,11 @@ class HttpRequest(_Shape):
     query: str
     url: str
     headers: dict[str, str]
-    userAgent: str | None = None  # noqa: N815 — rstream's spelling
+    userAgent: str | None = None  # rstream's spelling
 
 
 class HttpInfo(_Shape):
-    protocol: Literal["http/1.1", "h2"]
+    protocol: HttpProtocol
     request: HttpRequest
 
 

@@ -60,6 +60,14 @@ def summary_draft(ctx: EngineContext, transport: asyncio.BaseTransport | None, s
     return summaries.Draft(new_stream_id(), started, downstream, tunnel=tunnel)
 
 
+def http_draft(ctx: EngineContext, transport: asyncio.BaseTransport | None, source_ip: str | None, started: float, *,
+               protocol: summaries.HttpProtocol, request: summaries.HttpRequest) -> summaries.Draft:
+    """`summary_draft` of one HTTP request (both HTTP edges)."""
+    draft = summary_draft(ctx, transport, source_ip, started)
+    draft.http = summaries.HttpInfo(protocol=protocol, request=request)
+    return draft
+
+
 def publish_summary(ctx: EngineContext, draft: summaries.Draft, outcome: summaries.Outcome) -> None:
     """Publish a finished stream's summary, to the tunnel owner's subject, if a watch still wants it."""
     if not ctx.summary_watchers:
@@ -78,6 +86,17 @@ def publish_refusal(ctx: EngineContext, tunnel: Tunnel, transport: asyncio.BaseT
     draft = summary_draft(ctx, transport, source_ip, now, tunnel)
     draft.denied = reason
     publish_summary(ctx, draft, summaries.Outcome(now, 0, 0, "engine", f"refused by {reason}", routed=False))
+
+
+def publish_http_summary(ctx: EngineContext, draft: summaries.Draft, ended: float, *, status: int, request_bytes: int,
+                         response_bytes: int, by: summaries.By, error: str | None) -> None:
+    """Publish one HTTP request's summary (both HTTP edges): routed when it reached the agent's stream,
+    failed when it ended with an error (the edge's page, a broken response, the visitor leaving) — then
+    `by` ended it; a request answered in full was ended by the agent's response."""
+    outcome = summaries.Outcome(ended, request_bytes, response_bytes, by if error else "agent", error, status,
+                                routed=draft.established is not None and draft.denied is None,
+                                failed=error is not None)
+    publish_summary(ctx, draft, outcome)
 
 
 def token_memo(ctx: EngineContext) -> TokenMemo:
