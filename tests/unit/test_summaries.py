@@ -4,7 +4,7 @@ bounded, and every summary has the §4.2 shape whatever the facts."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from hypothesis import given
@@ -27,7 +27,7 @@ class Owner:
 
     client_id: str = "client-1"
     token_id: str = "tok"
-    principal: Principal = Principal("alice", "tok")
+    principal: Principal = field(default_factory=lambda: Principal("alice", "tok"))
 
     def request_stream(self, tunnel_id: str, stream_id: str, secret: str, source_ip: str | None) -> None:
         raise AssertionError("not used")
@@ -87,9 +87,9 @@ outcomes = st.builds(
     status=st.none() | st.sampled_from([0, 101, 200, 403, 404, 502, 504]), routed=st.booleans(), failed=st.booleans())
 
 
-@given(outcomes, st.floats(0, 1e6), st.none() | st.floats(0, 1e6), st.booleans(), policies,
-       st.none() | st.sampled_from(sorted(s.RULES)), st.booleans())
-def test_every_summary_has_the_shape(outcome: s.Outcome, started: float, established: float | None, routed: bool,
+@given(outcome=outcomes, started=st.floats(0, 1e6), established=st.none() | st.floats(0, 1e6), routed=st.booleans(),
+       policy=policies, denied=st.none() | st.sampled_from(sorted(s.RULES)), http=st.booleans())
+def test_every_summary_has_the_shape(*, outcome: s.Outcome, started: float, established: float | None, routed: bool,
                                      policy: EdgePolicy | None, denied: str | None, http: bool) -> None:
     draft = s.Draft("stream-1", started, s.Downstream(ip="192.0.2.1"), tunnel=tunnel(policy) if routed else None,
                     denied=denied, established=established)
