@@ -26,6 +26,7 @@ from tests.conftest import (
     http_get,
 )
 from tests.integration.test_signaling import SseReader, sse
+from tests.integration.test_tls_terminated import published
 
 WAIT_S = 10 * UNIT_S
 QUIET_S = 0.5 * UNIT_S
@@ -224,6 +225,24 @@ async def test_tls_passthrough_connection_summary(engine: EngineHandle) -> None:
         forwarding.cancel()
         server.close()
         await control.close()
+
+
+async def test_terminated_tls_summaries_carry_the_tls_and_the_mtls_refusal(engine: EngineHandle) -> None:
+    visitor_ca = trustme.CA()
+    async with published(engine, tls_alpns=("demo/1",), mtls_auth=True,
+                         mtls_cacert_pem=visitor_ca.cert_pem.bytes().decode()) as t, summaries(engine) as events:
+        await t.refused(t.visitor_tls(alpn=["demo/1"]))  # no client certificate
+        refused = (await next_summary(events))["object"]
+        assert refused["firewall"]["decision"] == "denied" and refused["firewall"]["rule"] == {"kind": "mtls"}
+        assert refused["routing"]["not_routed"]["failure"]["kind"] == "unauthorized"
+        await t.round_trip(t.visitor_tls(alpn=["demo/1"], cert=visitor_ca.issue_cert("visitor@example.com")))
+        summary = (await next_summary(events))["object"]
+        assert summary["firewall"] == {"decision": "allowed", "rule": {"kind": "mtls"}}
+        tls = summary["request"]["downstream"]["tls"]
+        assert (tls["version"], tls["protocol"]) == ("TLSv1.3", "demo/1") and tls["cipher"]
+        metrics = assert_metrics(summary)
+        assert (metrics["upstream_bytes"], metrics["downstream_bytes"]) == (5, 5)  # plaintext, both ways
+        assert summary["response"]["termination"]["by"] == "agent"
 
 
 async def test_tunnel_filters_apply_and_the_count_follows_watches(engine: EngineHandle) -> None:
