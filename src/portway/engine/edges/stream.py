@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from portway.engine import summaries
 from portway.engine.broker import StreamFailed, new_stream_id
@@ -55,16 +56,15 @@ def summary_draft(ctx: EngineContext, transport: asyncio.BaseTransport | None, s
     address = parse_address(source_ip) if ctx.geoip is not None else None
     country = ctx.geoip.country(address) if ctx.geoip is not None and address is not None else None
     ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    downstream = summaries.Downstream(ip=source_ip, geolocation=summaries.Geolocation(country=country),
-                                      tls=summaries.tls_of(ssl_object))
+    downstream = summaries.downstream(source_ip, country, ssl_object)
     return summaries.Draft(new_stream_id(), started, downstream, tunnel=tunnel)
 
 
 def http_draft(ctx: EngineContext, transport: asyncio.BaseTransport | None, source_ip: str | None, started: float, *,
-               protocol: summaries.HttpProtocol, request: summaries.HttpRequest) -> summaries.Draft:
+               protocol: summaries.HttpProtocol, request: dict[str, Any]) -> summaries.Draft:
     """`summary_draft` of one HTTP request (both HTTP edges)."""
     draft = summary_draft(ctx, transport, source_ip, started)
-    draft.http = summaries.HttpInfo(protocol=protocol, request=request)
+    draft.http = {"protocol": protocol, "request": request}
     return draft
 
 
@@ -72,9 +72,8 @@ def publish_summary(ctx: EngineContext, draft: summaries.Draft, outcome: summari
     """Publish a finished stream's summary, to the tunnel owner's subject, if a watch still wants it."""
     if not ctx.summary_watchers:
         return
-    summary = summaries.summarize(draft, outcome, wall_now=time.time())
     owner = draft.tunnel.owner.principal.subject if draft.tunnel is not None else None
-    ctx.events.publish(SUMMARY_EVENT, summaries.to_json(summary), user_id=owner)
+    ctx.events.publish(SUMMARY_EVENT, summaries.summarize(draft, outcome, wall_now=time.time()), user_id=owner)
 
 
 def publish_refusal(ctx: EngineContext, tunnel: Tunnel, transport: asyncio.BaseTransport | None,
