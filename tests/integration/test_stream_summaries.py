@@ -16,6 +16,7 @@ import httpx
 import trustme
 
 from portway.engine.context import EngineContext
+from portway.engine.summaries import StreamSummary
 from tests.conftest import (
     UNIT_S,
     EchoServer,
@@ -33,10 +34,11 @@ QUIET_S = 0.5 * UNIT_S
 
 
 async def next_summary(events: SseReader) -> dict[str, Any]:
-    """The next stream.summary event (lifecycle events in between are skipped)."""
+    """The next stream.summary event (lifecycle events in between are skipped), held to the schema."""
     while True:
         event = await events.next()
         if event["type"] == "stream.summary":
+            StreamSummary.model_validate(event["object"])
             return event
 
 

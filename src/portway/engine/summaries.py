@@ -4,10 +4,11 @@ decided, where it was routed, how it ended — for signaling watches that opt in
 Edges pay for this only while such a watch exists (`EngineContext.summary_watchers`): they then fill a
 `Draft` as facts become known, and `summarize` turns it into the object when the stream ends. The object is
 built as plain JSON data (validating nested pydantic models cost four times more per summary); the models
-below are its schema, which the tests hold every summary to. Credentials
-never leave the engine through a summary: the values of `Authorization`, `Proxy-Authorization`, `Cookie`
-and `Set-Cookie`, and of any `rstream.token` query parameter, are replaced by `REDACTED`; headers are a
-bounded subset, so a visitor cannot make a summary (and every watch's buffer) large.
+below are its schema, which the tests hold every summary to.
+
+Credentials never leave the engine through a summary: the values of `Authorization`, `Proxy-Authorization`,
+`Cookie` and `Set-Cookie`, and of any `rstream.token` query parameter, are replaced by `REDACTED`; headers
+are a bounded subset, so a visitor cannot make a summary (and every watch's buffer) large.
 """
 
 from __future__ import annotations
