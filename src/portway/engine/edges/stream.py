@@ -119,8 +119,8 @@ async def connect_visitor(ctx: EngineContext, tunnel: Tunnel, visitor: Pipe, sou
         return
     loop = asyncio.get_running_loop()
     draft = summary_draft(ctx, visitor.transport, source_ip, loop.time(), tunnel) if ctx.summary_watchers else None
-    try:
-        agent = await ctx.broker.open_stream(tunnel, source_ip)
+    try:  # a summary's stream id is the one the agent is asked for
+        agent = await ctx.broker.open_stream(tunnel, source_ip, draft.stream_id if draft is not None else None)
     except StreamFailed as error:
         log.info("tunnel %s: stream for %s failed: %s", tunnel.id, source_ip, error.reason)
         visitor.close()
