@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +67,7 @@ class OpenStreams:
         self._counters = counters
         self._pipes: dict[Pipe, bool] = {}  # pipe -> is the visitor's side
         self._visitors = 0
+        self._ends: dict[Pipe, Callable[[], None]] = {}  # visitor pipe -> what to run when it closes
         self._empty = asyncio.Event()
         self._empty.set()
 
@@ -78,8 +79,11 @@ class OpenStreams:
         """Streams whose visitor connection is still open (each stream has one visitor side)."""
         return self._visitors
 
-    def add(self, visitor: Pipe, agent: Pipe) -> None:
-        """A spliced stream: the visitor's connection and the agent's."""
+    def add(self, visitor: Pipe, agent: Pipe, on_end: Callable[[], None] | None = None) -> None:
+        """A spliced stream: the visitor's connection and the agent's; `on_end` runs when the visitor's
+        closes (a stream summary's moment)."""
+        if on_end is not None:
+            self._ends[visitor] = on_end
         self.track(visitor, visitor=True)
         self.track(agent, visitor=False)
 
@@ -113,6 +117,10 @@ class OpenStreams:
         if is_visitor:
             self._visitors -= 1
             self._counters.bytes_from_visitors += pipe.bytes_in
+            if self._ends:
+                end = self._ends.pop(pipe, None)
+                if end is not None:
+                    end()
         else:
             self._counters.bytes_to_visitors += pipe.bytes_in
         if not self._pipes:
@@ -175,6 +183,9 @@ class EngineContext:
     events: EventBus = field(default_factory=EventBus)
     watchers: set[Watcher] = field(default_factory=set)
     policies: PolicyBook = field(default_factory=PolicyBook)  # project-wide access policies
+    # Watches that asked for stream summaries: the edges build summaries only while this is non-zero, so
+    # the data plane pays one integer check per request or connection when nobody is looking.
+    summary_watchers: int = 0
     services: dict[str, object] = field(default_factory=dict)  # optional parts by name (e.g. "webhooks")
     streams: OpenStreams = field(init=False)
 

@@ -24,7 +24,7 @@ from portway.engine.edges import tlsterm
 from portway.engine.edges.h2 import H2Edge
 from portway.engine.edges.http1 import HttpEdge
 from portway.engine.edges.pages import error_page
-from portway.engine.edges.stream import connect_visitor, refused_tls
+from portway.engine.edges.stream import connect_visitor, publish_refusal, refused_tls
 from portway.pipe import Pipe
 from portway.tls import TLSConnection
 from portway.wire import clienthello
@@ -166,6 +166,7 @@ class Listener:
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as error:
             if tunnel is not None and tunnel.props.mtls_auth and tlsterm.is_mtls_refusal(error):
                 ctx.counters.count(ctx.counters.policy_denials, (tunnel.props.protocol or "", "mtls_auth"))
+                publish_refusal(ctx, tunnel, None, source_ip, "mtls_auth")
                 log.info("tunnel %s: TLS handshake with %s failed (no valid client certificate): %s",
                          tunnel.id, source_ip, error)
             else:

@@ -24,6 +24,15 @@ MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
 SLOW_CONSUMER = "the client did not keep up with the event stream"
 
 
+def summary_tunnel(event: EngineEvent) -> dict[str, Any]:
+    """The tunnel record a summary is matched against by tunnel filters: the routed tunnel's id, name,
+    protocol, hostname and labels, its client and owner (a stream that was not routed has only nulls)."""
+    obj = event.object
+    routed = (obj.get("routing") or {}).get("routed") or {}
+    return {"id": obj.get("tunnel_id"), "client_id": obj.get("client_id"), "user_id": event.user_id,
+            **(routed.get("tunnel") or {})}
+
+
 class Watch:
     """Filters and encodes events for one subscriber; `send` receives encoded bytes to write."""
 
@@ -59,8 +68,7 @@ class Watch:
     def wants(self, event: EngineEvent) -> bool:
         request = self.request
         if event.type == SUMMARY_EVENT:
-            return request.summaries and request.tunnels({"id": event.object.get("tunnel_id"),
-                                                          **(event.object.get("tunnel") or {})})
+            return request.summaries and request.tunnels(summary_tunnel(event))
         if request.events is not None and event.type not in request.events:
             return False
         if event.type in TUNNEL_EVENTS:

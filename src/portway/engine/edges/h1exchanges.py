@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from portway.engine.summaries import Draft
+
 PLAIN, HEAD, CONNECT, UPGRADE = range(4)
 # What a final response head means (`Exchanges.answer`)
 BODY, ENDED, SWITCH, UNEXPECTED = range(4)
@@ -37,6 +39,7 @@ class Exchange:
     held: list[bytes] | None = None  # its bytes, while it may not go upstream yet
     status: int = 0
     request_bytes: int = 0
+    draft: Draft | None = None  # its stream summary so far, while a watch wants summaries
 
 
 class Exchanges(deque[Exchange]):

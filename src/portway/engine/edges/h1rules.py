@@ -59,13 +59,15 @@ _NOT_LISTED = _CONNECTION_OPTIONS | _PROTECTED
 
 class Reject(Exception):
     """A request the edge answers itself with `status` and closes on; `detail` is shown to the visitor,
-    `extra` is more header lines for the page (e.g. WWW-Authenticate)."""
+    `extra` is more header lines for the page (e.g. WWW-Authenticate); `denied` is the edge policy control
+    that refused the request, if one did (for its stream summary)."""
 
-    def __init__(self, status: int, detail: str, extra: str = "") -> None:
+    def __init__(self, status: int, detail: str, extra: str = "", denied: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.extra = extra
+        self.denied = denied
 
 
 def is_token(value: bytes) -> bool:

@@ -21,6 +21,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from portway.engine import summaries
 from portway.engine.agentconn import peer_ip
 from portway.engine.api import routes as api_routes
 from portway.engine.api.inventory import EngineInventory
@@ -33,7 +34,15 @@ from portway.engine.edges.h2shell import H2Shell
 from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
-from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
+from portway.engine.edges.stream import (
+    count_denial,
+    failure_kind,
+    failure_page,
+    http_draft,
+    publish_http_summary,
+    refused_address,
+    token_memo,
+)
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.edges.watchstream import H2Watch, over_capacity
 from portway.engine.policy import bearer_token, take_query_token
@@ -170,16 +179,22 @@ class H2Edge(H2Shell):
             else:  # the engine API request has a body: answered at its end (see _local_data)
                 self._local[stream_id] = (request, bytearray())
             return
+        draft = self._draft_request(request, name) if self.ctx.summary_watchers else None
         tunnel = self.ctx.registry.by_hostname(name)
         if tunnel is None or tunnel.props.protocol != "http":
-            self._answer(stream_id, 404, "no tunnel is published at this address", accept, name)
+            self._answer(stream_id, 404, "no tunnel is published at this address", accept, name, draft=draft)
             return
+        if draft is not None:
+            draft.tunnel = tunnel
         if (self.sni or tunnel.tls is not None) and self.sni != name:  # see HttpEdge: own-context tunnels
-            self._answer(stream_id, 421, "the request's authority does not match the TLS server name", accept, name)
+            self._answer(stream_id, 421, "the request's authority does not match the TLS server name", accept, name,
+                         draft=draft)
             return
         if tunnel.id not in self._admitted:
-            if refused_address(self.ctx, tunnel, self.source_ip) is not None:
-                self._answer(stream_id, 403, "your address is not allowed to reach this tunnel", accept, name)
+            refusal = refused_address(self.ctx, tunnel, self.source_ip)
+            if refusal is not None:
+                self._answer(stream_id, 403, "your address is not allowed to reach this tunnel", accept, name,
+                             draft=draft, denied=refusal)
                 return
             self._admitted.add(tunnel.id)
         drop: frozenset[bytes] = frozenset()
@@ -194,23 +209,24 @@ class H2Edge(H2Shell):
                 count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
                 challenge = b'Bearer realm="portway"' + (b', error="invalid_token"' if token is not None else b"")
                 self._answer(stream_id, 401, "a valid token is required: send Authorization: Bearer <token>",
-                             accept, name, extra=[(b"www-authenticate", challenge)])
+                             accept, name, extra=[(b"www-authenticate", challenge)], draft=draft, denied="token_auth")
                 return
         has_body = event.stream_ended is None
         length = request.header(b"content-length")
         if not has_body and length is not None and length.strip() != b"0":
             # h2 checks content-length against DATA only when there is DATA: a head that ends the stream while
             # announcing a body would leave an HTTP/1.1 upstream waiting for bytes that never come (RFC 9113 §8.1.1).
-            self._answer(stream_id, 400, "content-length announces a body the request does not have", accept, name)
+            self._answer(stream_id, 400, "content-length announces a body the request does not have", accept, name,
+                         draft=draft)
             return
         websocket = request.protocol is not None
         switching = websocket or request.connect  # the stream becomes a byte relay once the upstream agrees
         chunked = has_body and not switching and request.header(b"content-length") is None
         if request.connect and tunnel.props.http_version == "h2c":
-            self._answer(stream_id, 501, "CONNECT to an h2c upstream is not relayed", accept, name)
+            self._answer(stream_id, 501, "CONNECT to an h2c upstream is not relayed", accept, name, draft=draft)
             return
         if tunnel.props.http_version == "h2c":
-            self._start_h2c(stream_id, tunnel, request, drop, path, has_body=has_body, accept=accept, name=name)
+            self._start_h2c(stream_id, tunnel, request, drop, path, has_body=has_body, draft=draft)
             return
         key = h2rules.websocket_key() if websocket else None
         head = h2rules.h1_request_head(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
@@ -220,7 +236,7 @@ class H2Edge(H2Shell):
                                                   drop=drop, path=path, upstream_scheme=b"https")
                       if upstreamtls.wanted(tunnel.props) and not switching else None)
         exchange = H2Exchange(self, stream_id, tunnel, request, head, chunked, websocket_key=key,
-                             h2_headers=h2_headers)
+                             h2_headers=h2_headers, draft=draft)
         if not has_body:
             exchange.request_ended = True
         self._register(exchange)
@@ -234,12 +250,12 @@ class H2Edge(H2Shell):
             self.ctx.spawn(self._connect(exchange))
 
     def _start_h2c(self, stream_id: int, tunnel: Tunnel, request: h2rules.H2Request, drop: frozenset[bytes],
-                   path: bytes, *, has_body: bool, accept: bytes | None, name: str) -> None:
+                   path: bytes, *, has_body: bool, draft: summaries.Draft | None) -> None:
         """A request for an h2c upstream: one stream on a pooled upstream HTTP/2 connection. An extended
         CONNECT (WebSocket) stays one: the upstream answers 200 and the stream carries the frames."""
         headers = h2rules.h2_upstream_headers(request, client_ip=self.source_ip or "unknown", scheme=self.scheme,
                                               drop=drop, path=path)
-        exchange = H2Exchange(self, stream_id, tunnel, request, b"", chunked=False, h2_headers=headers)
+        exchange = H2Exchange(self, stream_id, tunnel, request, b"", chunked=False, h2_headers=headers, draft=draft)
         exchange.request_ended = not has_body
         self._register(exchange)
         upstream = self.ctx.h2_upstreams.with_room(tunnel)
@@ -257,6 +273,8 @@ class H2Edge(H2Shell):
     def _stream_failed(self, exchange: H2Exchange, error: StreamFailed) -> None:
         log.info("tunnel %s: no stream for %s: %s", exchange.tunnel.id, self.source_ip, error.reason)
         status, detail = failure_page(error)
+        if exchange.draft is not None:
+            exchange.draft.failure = failure_kind(error)
         self.fail_exchange(exchange, status, detail)
 
     async def _connect_h2c(self, exchange: H2Exchange) -> None:
@@ -380,7 +398,7 @@ class H2Edge(H2Shell):
                                             accept.decode("latin-1") if accept else None)
             self._respond(exchange.stream_id, status, body, content_type, None)
         exchange.status = exchange.status or status
-        self._finish(exchange)
+        self._finish(exchange, detail)
         if exchange.leg is not None:
             exchange.leg.detach()
 
@@ -393,7 +411,8 @@ class H2Edge(H2Shell):
             exchange.unacked = 0
             self.flush()
 
-    def _finish(self, exchange: H2Exchange) -> None:
+    def _finish(self, exchange: H2Exchange, error: str | None = None) -> None:
+        """The exchange is over (`error`: the edge ended it): counted, logged, summarized."""
         if exchange.finished:
             return
         exchange.finished = True
@@ -405,9 +424,17 @@ class H2Edge(H2Shell):
             "tunnel=%s src=%s proto=h2 %s %s status=%d bytes_out=%d ms=%.1f", exchange.tunnel.id, self.source_ip,
             exchange.request.method.decode("latin-1"), exchange.request.path[:256].decode("latin-1"),
             exchange.status, exchange.response_bytes, (time.monotonic() - exchange.started) * 1000)
+        if exchange.draft is not None:
+            publish_http_summary(self.ctx, exchange.draft, time.monotonic(), status=exchange.status,
+                                 request_bytes=exchange.request_bytes, response_bytes=exchange.response_bytes,
+                                 by="engine", error=error)
 
     def _abandon(self, exchange: H2Exchange) -> None:
         """The visitor reset the stream or left: an upstream mid-request cannot be reused."""
+        if exchange.draft is not None and not exchange.finished:
+            publish_http_summary(self.ctx, exchange.draft, time.monotonic(), status=exchange.status,
+                                 request_bytes=exchange.request_bytes, response_bytes=exchange.response_bytes,
+                                 by="visitor", error="the visitor reset the stream or left")
         exchange.finished = True
         if self.transport is not None and not self.transport.is_closing():
             self._credit(exchange)
@@ -417,13 +444,25 @@ class H2Edge(H2Shell):
     # ---- local answers ----
 
     def _answer(self, stream_id: int, status: int, detail: str, accept: bytes | None, host: str | None = None, *,
-                extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        """An edge error page on one stream; the connection stays up for the others."""
+                extra: list[tuple[bytes, bytes]] | None = None, draft: summaries.Draft | None = None,
+                denied: str | None = None) -> None:
+        """An edge error page on one stream; the connection stays up for the others. `draft` is the request's
+        summary (`denied`: the policy control that refused it)."""
         body, content_type = error_body(status, host or self.sni, detail,
                                         accept.decode("latin-1") if accept else None)
         self._respond(stream_id, status, body, content_type, extra)
         self.ctx.counters.count(self.ctx.counters.http_responses, status)
         access_log.info("src=%s host=%s proto=h2 status=%d %s", self.source_ip, host or self.sni, status, detail)
+        if draft is not None:
+            draft.denied = denied
+            publish_http_summary(self.ctx, draft, time.monotonic(), status=status, request_bytes=0,
+                                 response_bytes=len(body), by="engine", error=detail)
+
+    def _draft_request(self, request: h2rules.H2Request, host: str) -> summaries.Draft:
+        """The summary draft of a request for a tunnel host, as the visitor sent it."""
+        facts = summaries.http_request(request.method.decode("latin-1"), self.scheme.decode(), host,
+                                       request.path.decode("latin-1"), summaries.h2_headers(request.headers))
+        return http_draft(self.ctx, self.transport, self.source_ip, time.monotonic(), protocol="h2", request=facts)
 
     def _local_data(self, event: h2.events.DataReceived) -> None:
         """Body bytes of an engine API request, bounded; past the bound the stream gets a 413."""

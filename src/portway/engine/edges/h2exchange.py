@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from portway.engine import summaries
 from portway.engine.edges import h2rules
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.registry import Tunnel
@@ -46,6 +47,8 @@ class H2Exchange:
     response_ended: bool = False
     finished: bool = False
     switched: bool = False  # a WebSocket/CONNECT the upstream accepted: the stream is a byte relay now
+    draft: summaries.Draft | None = None  # its stream summary so far, while a watch wants summaries
+    request_bytes: int = 0  # counted only for the summary (while `draft` is set)
 
     @property
     def holding(self) -> bool:
@@ -56,6 +59,8 @@ class H2Exchange:
     # ---- request side ----
 
     def request_body(self, data: bytes, flow_length: int) -> None:
+        if self.draft is not None:
+            self.request_bytes += len(data)
         if data:
             if self.leg is None or self.holding:
                 self.queued.append(data)
@@ -71,6 +76,8 @@ class H2Exchange:
 
     def attach(self, leg: RequestLeg) -> None:
         self.leg = leg
+        if self.draft is not None:
+            self.draft.established = time.monotonic()
         leg.begin(self)
         if not self.holding:
             self._release_queued()
@@ -93,6 +100,8 @@ class H2Exchange:
     # ---- ResponseSink ----
 
     def response_head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.draft is not None:
+            self.draft.response_headers = summaries.header_subset(summaries.h2_headers(headers))
         if status == 101:
             accept = next((v.strip() for k, v in headers if k.lower() == b"sec-websocket-accept"), None)
             assert self.websocket_key is not None

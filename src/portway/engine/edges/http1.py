@@ -17,6 +17,7 @@ import ssl
 
 import httptools
 
+from portway.engine import summaries
 from portway.engine.agentconn import peer_ip
 from portway.engine.api import routes as api_routes
 from portway.engine.api.inventory import EngineInventory
@@ -25,7 +26,15 @@ from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules, upstreamtls
 from portway.engine.edges.h1toh2 import bridge
 from portway.engine.edges.pool import UpstreamH1
-from portway.engine.edges.stream import count_denial, failure_page, refused_address, token_memo
+from portway.engine.edges.stream import (
+    count_denial,
+    failure_kind,
+    failure_page,
+    http_draft,
+    publish_http_summary,
+    refused_address,
+    token_memo,
+)
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.edges.watchstream import SSE_HEAD, H1Watch, over_capacity
 from portway.engine.policy import bearer_token, take_query_token
@@ -100,6 +109,7 @@ class HttpEdge(Pipe):
         self._deferred: bytes | None = None  # an error page that waits for the responses owed before it
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
+        self._draft: summaries.Draft | None = None  # the summary of the latest request head (when watched)
 
     # ---- connection ----
 
@@ -114,7 +124,7 @@ class HttpEdge(Pipe):
             self._idle_timer.cancel()
         self._pool_upstream()
         while self._exchanges:
-            self._log(self._exchanges.popleft(), error="the connection closed before the response ended")
+            self._log(self._exchanges.popleft(), error="the connection closed before the response ended", by="visitor")
         super().connection_lost(exc)
 
     def _arm_idle_timer(self) -> None:
@@ -160,7 +170,7 @@ class HttpEdge(Pipe):
             if not isinstance(error.__context__, Reject):
                 raise
             reject = error.__context__
-            self._fail(reject.status, reject.detail, extra=reject.extra)
+            self._fail(reject.status, reject.detail, extra=reject.extra, denied=reject.denied)
             return
         except httptools.HttpParserError as error:
             # in a body already on its way upstream (`_current`), the page cannot wait for earlier responses
@@ -231,6 +241,7 @@ class HttpEdge(Pipe):
             if self._exchanges:
                 raise Reject(421, "the engine's own endpoints need a connection of their own")
             return
+        draft = self._draft_request(method, name) if self.ctx.summary_watchers else None
         if self._tunnel is not None:
             if name != self._host:
                 raise Reject(421, "one connection serves one tunnel host")
@@ -241,19 +252,22 @@ class HttpEdge(Pipe):
             tunnel = self.ctx.registry.by_hostname(name)
             if tunnel is None or tunnel.props.protocol != "http":
                 raise Reject(404, "no tunnel is published at this address")
+            if draft is not None:
+                draft.tunnel = tunnel
             if (self.sni or tunnel.tls is not None) and self.sni != name:
                 # A tunnel with its own TLS context (mTLS…) is served only on connections that context ended.
                 raise Reject(421, "the request's Host does not match the TLS server name")
             self._host = name
-            if refused_address(self.ctx, tunnel, self.source_ip) is not None:
-                raise Reject(403, "your address is not allowed to reach this tunnel")
+            refusal = refused_address(self.ctx, tunnel, self.source_ip)
+            if refusal is not None:
+                raise Reject(403, "your address is not allowed to reach this tunnel", denied=refusal)
             if tunnel.policy is not None:
                 self._admit_token(tunnel)
                 url = self._url
             self._tunnel = tunnel
             self._open_stream(tunnel)
         keep_alive = parser.should_keep_alive()
-        ex = Exchange(method, url, self._started, kind_of(method, upgrade), not keep_alive)
+        ex = Exchange(method, url, self._started, kind_of(method, upgrade), not keep_alive, draft=draft)
         if self._exchanges.open(ex):
             self._pause(_HOLDING)
         self._current = ex
@@ -378,7 +392,7 @@ class HttpEdge(Pipe):
         count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
         challenge = 'Bearer realm="portway"' + (', error="invalid_token"' if token is not None else "")
         raise Reject(401, "a valid token is required: send Authorization: Bearer <token>",
-                     f"WWW-Authenticate: {challenge}\r\n")
+                     f"WWW-Authenticate: {challenge}\r\n", denied="token_auth")
 
     def backpressure(self, paused: bool) -> None:
         """The agent's transport is full (or drained): stop (or resume) reading the visitor."""
@@ -459,7 +473,8 @@ class HttpEdge(Pipe):
                 agent = await self.ctx.broker.open_stream(tunnel, self.source_ip)
             except StreamFailed as error:
                 status, detail = failure_page(error)
-                self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None)
+                self._fail(status, detail, error.reason, self._exchanges[0] if self._exchanges else None,
+                           failure=failure_kind(error))
                 return
         if upstreamtls.wanted(tunnel.props):
             try:
@@ -467,7 +482,7 @@ class HttpEdge(Pipe):
             except (OSError, ssl.SSLError, TimeoutError) as error:
                 agent.close()
                 self._fail(502, "TLS to the service behind this tunnel failed", f"TLS to the upstream failed: {error}",
-                           self._exchanges[0] if self._exchanges else None)
+                           self._exchanges[0] if self._exchanges else None, failure="io")
                 return
         if self.closed or self._closing:
             agent.close()
@@ -482,6 +497,11 @@ class HttpEdge(Pipe):
         self.ctx.streams.add(self, upstream)
         upstream.start(self._out)
         self._resume(_CONNECTING)
+        if self.ctx.summary_watchers:  # the requests that waited for this stream (or its head is being read)
+            now = self._loop.time()
+            for draft in (self._draft, *(ex.draft for ex in self._exchanges)):
+                if draft is not None and draft.established is None:
+                    draft.established = now
 
     def _answer_locally(self) -> None:
         """The engine's own host: the Engine API (api/routes.py) and its health endpoint."""
@@ -533,22 +553,32 @@ class HttpEdge(Pipe):
                 b"Sec-WebSocket-Accept: %s\r\nServer: portway\r\n\r\n" % h2rules.websocket_accept(key))
 
     def _fail(self, status: int, detail: str, reason: str | None = None, ex: Exchange | None = None, *,
-              extra: str = "") -> None:
+              extra: str = "", denied: str | None = None, failure: summaries.FailureKind | None = None) -> None:
         """Answer with an error page and close; nothing more is read from this visitor. `ex` is the
         exchange the page answers (else the request being parsed); a page for a request behind others
-        waits for their responses, so it never cuts into one."""
+        waits for their responses, so it never cuts into one. `denied` (the policy control that refused)
+        and `failure` (why no stream) are for the request's summary."""
         if self._closing:
             return
         self._failed = True
         self._pause(_FAILED)
         page = error_page(status, self._host or self._route[1] or self.sni, detail, self._head.accept, extra=extra)
         self._count_status(status)
+        draft = ex.draft if ex is not None else self._draft
+        if draft is not None and (ex is not None or draft.started == self._started):  # else: an older request's
+            draft.denied, draft.failure = denied, failure
+        else:
+            draft = None
         if ex is not None:
             self._exchanges.remove(ex)
-            self._log(ex, status, len(page), reason or detail)
+            self._log(ex, status, len(page), reason or detail, by="engine")
         else:
             method = self._parser.get_method() if self._url else b"-"
             self._log_line(method, self._url, status, len(page), self._started, error=reason or detail)
+            if draft is not None:  # refused once its head was read
+                publish_http_summary(self.ctx, draft, self._loop.time(), status=status,
+                                     request_bytes=self.bytes_in - self._rx_mark, response_bytes=len(page),
+                                     by="engine", error=reason or detail)
         if ex is None and self._exchanges and not self._upstream_gone:
             self._deferred = page
         else:
@@ -567,14 +597,31 @@ class HttpEdge(Pipe):
             self.peer.close()
 
     def _log(self, ex: Exchange, status: int | None = None, response_bytes: int | None = None,
-             error: str | None = None) -> None:
-        """The access-log line of an exchange; its response bytes are the agent's bytes since the last one."""
+             error: str | None = None, by: summaries.By = "agent") -> None:
+        """The access-log line (and the summary) of an exchange; its response bytes are the agent's bytes
+        since the last one. `by` ended it, when it ended with an `error`."""
         if response_bytes is None:
             upstream_in = self._upstream.bytes_in if self._upstream is not None else 0
             response_bytes, self._tx_mark = upstream_in - self._tx_mark, upstream_in
         if access_log.isEnabledFor(logging.INFO):
             self._log_line(ex.method, ex.target, ex.status if status is None else status, response_bytes, ex.started,
                            error=error, request_bytes=ex.request_bytes)
+        if ex.draft is not None:
+            publish_http_summary(self.ctx, ex.draft, self._loop.time(), status=ex.status if status is None else status,
+                                 request_bytes=ex.request_bytes or self.bytes_in - self._rx_mark,
+                                 response_bytes=response_bytes, by=by, error=error)
+
+    def _draft_request(self, method: bytes, host: str) -> summaries.Draft:
+        """The summary draft of the request whose head was just read (before token_auth takes its token)."""
+        request = summaries.http_request(method.decode("latin-1"), self.scheme, host, self._url.decode("latin-1"),
+                                         summaries.h1_headers(self._head.lines))
+        draft = self._draft = http_draft(self.ctx, self.transport, self.source_ip, self._started, protocol="http/1.1",
+                                              request=request)
+        draft.tunnel = self._tunnel
+        if self._upstream is not None:  # the connection's stream is already there
+            draft.established = self._started
+        return draft
+
 
     def _log_line(self, method: bytes, target: bytes, status: int, response_bytes: int, started: float, *,
                   error: str | None = None, request_bytes: int = 0) -> None:

@@ -22,7 +22,7 @@ import ssl
 
 from portway.engine.certs import CertFiles, load_chain
 from portway.engine.context import EngineContext
-from portway.engine.edges.stream import connect_visitor, refused_address, refused_tls
+from portway.engine.edges.stream import connect_visitor, publish_refusal, refused_address, refused_tls
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 from portway.tls import TLSConnection
@@ -150,7 +150,9 @@ async def serve(ctx: EngineContext, tunnel: Tunnel, conn: socket.socket, source_
     """Terminate TLS on the accepted socket `conn` with the tunnel's context, then open a stream for
     the decrypted bytes. A failed handshake (an mTLS refusal included) is logged once and closes it."""
     assert tunnel.tls is not None
-    if refused_address(ctx, tunnel, source_ip) is not None:
+    refusal = refused_address(ctx, tunnel, source_ip)
+    if refusal is not None:
+        publish_refusal(ctx, tunnel, None, source_ip, refusal)
         conn.close()  # before the handshake: a refused visitor costs no TLS work
         return
     loop = asyncio.get_running_loop()
@@ -164,6 +166,7 @@ async def serve(ctx: EngineContext, tunnel: Tunnel, conn: socket.socket, source_
         refused = tunnel.props.mtls_auth and is_mtls_refusal(error)
         if refused:
             ctx.counters.count(ctx.counters.policy_denials, ("tls", "mtls_auth"))
+            publish_refusal(ctx, tunnel, None, source_ip, "mtls_auth")
         log.info("tunnel %s: TLS handshake with %s failed%s: %s", tunnel.id, source_ip,
                  " (no valid client certificate)" if refused else "", error)
         return

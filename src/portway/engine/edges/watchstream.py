@@ -36,6 +36,20 @@ def over_capacity(ctx: EngineContext) -> ApiResponse | None:
     return None
 
 
+def enlist(ctx: EngineContext, adapter: H1Watch | H2Watch) -> None:
+    """Count a running watch (and whether it wants summaries: the edges check that count)."""
+    if adapter not in ctx.watchers:
+        ctx.watchers.add(adapter)
+        ctx.summary_watchers += adapter.watch.request.summaries
+
+
+def discharge(ctx: EngineContext, adapter: H1Watch | H2Watch) -> None:
+    """Undo `enlist`, once, however many ways the watch ends."""
+    if adapter in ctx.watchers:
+        ctx.watchers.discard(adapter)
+        ctx.summary_watchers -= adapter.watch.request.summaries
+
+
 class _Ticker:
     """Keepalives (SSE comments, WebSocket pings) and the WebSocket silence limit for one watch."""
 
@@ -82,7 +96,7 @@ class H1Watch(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         transport.write(head)
-        self.ctx.watchers.add(self)
+        enlist(self.ctx, self)
         self.watch.start()
         self._ticker = _Ticker(self.watch, lambda: self.close("no answer to pings"))
         log.info("watch opened: %s from %s by %s", self.watch.request.transport, self.source,
@@ -112,7 +126,7 @@ class H1Watch(asyncio.Protocol):
         self.watch.stop()
         if self._ticker is not None:
             self._ticker.cancel()
-        self.ctx.watchers.discard(self)
+        discharge(self.ctx, self)
         log.info("watch closed: %s from %s after %d events", self.watch.request.transport, self.source,
                  self.watch.sent_events)
 
@@ -122,7 +136,7 @@ class H1Watch(asyncio.Protocol):
 
     def _end(self) -> None:
         """Close after what is queued is written; abort if the client never reads it."""
-        self.ctx.watchers.discard(self)  # finished, even while its last bytes drain
+        discharge(self.ctx, self)  # finished, even while its last bytes drain
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -145,7 +159,7 @@ class H2Watch:
         self._ticker: _Ticker | None = None
 
     def start(self) -> None:
-        self.ctx.watchers.add(self)
+        enlist(self.ctx, self)
         self.watch.start()
         self._ticker = _Ticker(self.watch, lambda: self.close("no answer to pings"))
 
@@ -182,4 +196,4 @@ class H2Watch:
         self.watch.stop()
         if self._ticker is not None:
             self._ticker.cancel()
-        self.ctx.watchers.discard(self)
+        discharge(self.ctx, self)
