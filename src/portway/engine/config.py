@@ -319,6 +319,15 @@ class LimitsSection(_Section):
     )
 
 
+class StoreSection(_Section):
+    """Portway extension: the control-plane database (workspaces, projects, credentials, policies)."""
+
+    url: OptionalText = Field(
+        default=None,
+        description="postgresql://user:password@host/db (null = SQLite file control.sqlite3 in the state directory).",
+    )
+
+
 class EngineConfig(_Section):
     """The whole engine configuration (immutable)."""
 
@@ -332,6 +341,7 @@ class EngineConfig(_Section):
     tcp: TcpSection = Field(default_factory=TcpSection)
     geoip: GeoipSection = Field(default_factory=GeoipSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
+    store: StoreSection = Field(default_factory=StoreSection)
 
     @property
     def advertised_port(self) -> int:

@@ -13,7 +13,10 @@ import logging
 import ssl
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from portway import __version__
+from portway.engine.api import admin_routes  # noqa: F401 - registers the /api/admin routes
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.certs import CertFiles, CertWatcher, load_chain
@@ -30,6 +33,7 @@ from portway.engine.metrics import engine_registry
 from portway.engine.metricsserver import MetricsServer
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
+from portway.engine.store import Store, store_url
 from portway.errors import ConfigError
 from portway.wire.codes import ALPN
 
@@ -74,6 +78,16 @@ async def _drain_streams(ctx: EngineContext, deadline: float) -> None:
         ctx.streams.close(abort=True)
 
 
+async def _open_store(cfg: EngineConfig, state: EngineState) -> Store:
+    """The control-plane store, migrated; an unreachable or unusable database is a configuration error."""
+    url = store_url(cfg.store.url, state.state_dir)
+    try:
+        return await Store.open(url)
+    except (OSError, SQLAlchemyError) as error:
+        where = "store.url" if cfg.store.url else f"the store in {state.state_dir}"
+        raise ConfigError(f"{where}: cannot open the control-plane database: {error}") from None
+
+
 class Engine:
     """A running engine. Use `async with Engine.start(config, state_dir=...) as engine:` or `run()`."""
 
@@ -87,6 +101,7 @@ class Engine:
         self.metrics: MetricsServer | None = None
         self._stopped = asyncio.Event()
         self._cert_timer: asyncio.TimerHandle | None = None
+        self.store: Store | None = None
 
     @property
     def port(self) -> int:
@@ -116,6 +131,7 @@ class Engine:
         agent_tls, edge_tls = _tls_contexts(self.cert_files)
         secret = cfg.auth.jwt.token_jwt_secret or self.state.jwt_secret
         verifier = TokenVerifier(secret, enabled=cfg.auth.jwt.enabled)
+        store = await _open_store(cfg, self.state)  # first: nothing is bound yet if the database is unreachable
         host, port = cfg.tls.address
         broker = StreamBroker(timeout_s=cfg.timeouts.stream_request_seconds,
                               max_pending=cfg.limits.max_pending_streams)
@@ -125,7 +141,13 @@ class Engine:
                             public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, cert_files=self.cert_files,
                             version=__version__, geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
                             h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
-        self._listener = Listener.bind(ctx, host, port)
+        ctx.services.update(store=store, signer=verifier)
+        self.store = store
+        try:
+            self._listener = Listener.bind(ctx, host, port)
+        except BaseException:
+            await store.close()
+            raise
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
         self.ctx = ctx
@@ -134,6 +156,7 @@ class Engine:
                 self._http = PlainHttpListener.bind(ctx)
             except OSError as error:
                 self._listener.stop()
+                await store.close()
                 raise ConfigError(f"http.listen_addr: cannot listen on {cfg.http.listen_addr}: "
                                   f"{error.strerror or error}") from None
         if cfg.metrics.prometheus.enabled:
@@ -144,6 +167,7 @@ class Engine:
                 self._listener.stop()
                 if self._http is not None:
                     self._http.stop()
+                await store.close()
                 raise
             self.metrics = metrics
         if self._http is not None:
@@ -213,6 +237,8 @@ class Engine:
             ctx.geoip.close()
         if self._http is not None:
             self._http.close_connections()
+        if self.store is not None:  # last: the tasks answering admin requests have ended
+            await self.store.close()
         log.info("engine stopped")
 
     async def __aenter__(self) -> Engine:

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from portway.engine.api.admin_openapi import ADMIN_REQUESTS, ADMIN_RESPONSES, admin_paths
 from portway.engine.api.tokens import MintRequest, MintResponse
 from portway.engine.api.views import AuthView, ClientView, Discovery, ErrorBody, TunnelView
 
@@ -48,9 +49,12 @@ def _get(summary: str, ok: dict[str, Any], *, secured: bool = True, params: list
 
 @functools.cache
 def _schemas() -> dict[str, Any]:
-    shown: tuple[type[BaseModel], ...] = (TunnelView, ClientView, AuthView, Discovery, ErrorBody, MintResponse)
+    shown: tuple[type[BaseModel], ...] = (TunnelView, ClientView, AuthView, Discovery, ErrorBody, MintResponse,
+                                          *ADMIN_RESPONSES)
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "serialization") for model in shown]
-    _, top = models_json_schema([*models, (MintRequest, "validation")], ref_template=_REF)
+    asked: tuple[type[BaseModel], ...] = (MintRequest, *ADMIN_REQUESTS)
+    requests: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "validation") for model in asked]
+    _, top = models_json_schema([*models, *requests], ref_template=_REF)
     schemas: dict[str, Any] = top["$defs"]
     return schemas
 
@@ -86,5 +90,6 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/api/openapi.json": _get("This document", {"description": "OpenAPI 3.1"}, secured=False),
             "/.well-known/rstream/engine": _get("Discovery", _answer(_ref("Discovery"), "What this engine offers"),
                                                 secured=False),
+            **admin_paths(),
         },
     }

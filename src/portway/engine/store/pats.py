@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import select, update
 
-from portway.engine.auth import mint_token
 from portway.engine.store.errors import Invalid, NotFound
 from portway.engine.store.grants import check_permissions, check_resources
 from portway.engine.store.ids import check_name, new_id, now
@@ -27,6 +27,14 @@ MAX_PAT_TTL_S = 5 * 366 * 24 * 3600
 DEFAULT_PAT_TTL_S = 90 * 24 * 3600
 
 
+@runtime_checkable
+class Signer(Protocol):
+    """Signs tokens with the engine secret (the engine's `TokenVerifier.issue` is one)."""
+
+    def issue(self, *, subject: str, ttl_s: int, now: float | None = None,
+              extra: Mapping[str, object] | None = None) -> str: ...
+
+
 def token_sha256(token: str) -> str:
     """The form a PAT is stored and looked up in."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -40,7 +48,7 @@ def pat_record(row: PatRow) -> Pat:
                revoked_at=utc(row.revoked_at) if row.revoked_at else None)
 
 
-async def create_pat(store: Store, *, secret: str, engine: str, project: str, name: str, subject: str,
+async def create_pat(store: Store, *, signer: Signer, engine: str, project: str, name: str, subject: str,
                      permissions: list[str] | None = None, resources: dict[str, Any] | None = None,
                      ttl_s: int = DEFAULT_PAT_TTL_S) -> CreatedPat:
     """Mint and record a PAT for `subject` in `project` (id or name); the token is in the answer only."""
@@ -60,7 +68,7 @@ async def create_pat(store: Store, *, secret: str, engine: str, project: str, na
             claims["permissions"] = permissions
         if resources is not None:
             claims["resources"] = resources
-        token = mint_token(secret, subject=subject, ttl_s=ttl_s, now=created.timestamp(), extra=claims)
+        token = signer.issue(subject=subject, ttl_s=ttl_s, now=created.timestamp(), extra=claims)
         row = PatRow(id=pat_id, token_sha256=token_sha256(token), token_endpoint=endpoint, name=name,
                      project_id=target.id, user_id=owner.id, permissions=permissions, resources=resources,
                      created_at=created, expires_at=created.replace(microsecond=0) + timedelta(seconds=ttl_s),
