@@ -12,11 +12,9 @@ import contextlib
 import logging
 import ssl
 from pathlib import Path
-
-from sqlalchemy.exc import SQLAlchemyError
+from typing import TYPE_CHECKING
 
 from portway import __version__
-from portway.engine.api import admin_routes  # noqa: F401 - registers the /api/admin routes
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.certs import CertFiles, CertWatcher, load_chain
@@ -33,9 +31,11 @@ from portway.engine.metrics import engine_registry
 from portway.engine.metricsserver import MetricsServer
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
-from portway.engine.store import Store, store_url
 from portway.errors import ConfigError
 from portway.wire.codes import ALPN
+
+if TYPE_CHECKING:
+    from portway.engine.store import Store
 
 log = logging.getLogger("portway.engine")
 
@@ -79,7 +79,15 @@ async def _drain_streams(ctx: EngineContext, deadline: float) -> None:
 
 
 async def _open_store(cfg: EngineConfig, state: EngineState) -> Store:
-    """The control-plane store, migrated; an unreachable or unusable database is a configuration error."""
+    """The control-plane store, migrated; an unreachable or unusable database is a configuration error.
+
+    Imported here, not at the top: SQLAlchemy and Alembic take ~0.4 s to import, which every `portway`
+    command would pay, while only a starting engine needs them (and the admin routes they serve)."""
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from portway.engine.api import admin_routes  # noqa: F401, PLC0415 - registers the /api/admin routes
+    from portway.engine.store import Store, store_url  # noqa: PLC0415
+
     url = store_url(cfg.store.url, state.state_dir)
     try:
         return await Store.open(url)

@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from portway.engine.api.admin_openapi import ADMIN_REQUESTS, ADMIN_RESPONSES, admin_paths
 from portway.engine.api.tokens import MintRequest, MintResponse
 from portway.engine.api.views import AuthView, ClientView, Discovery, ErrorBody, TunnelView
 
@@ -49,6 +48,8 @@ def _get(summary: str, ok: dict[str, Any], *, secured: bool = True, params: list
 
 @functools.cache
 def _schemas() -> dict[str, Any]:
+    from portway.engine.api.admin_openapi import ADMIN_REQUESTS, ADMIN_RESPONSES  # noqa: PLC0415 - see _admin_paths
+
     shown: tuple[type[BaseModel], ...] = (TunnelView, ClientView, AuthView, Discovery, ErrorBody, MintResponse,
                                           *ADMIN_RESPONSES)
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "serialization") for model in shown]
@@ -57,6 +58,14 @@ def _schemas() -> dict[str, Any]:
     _, top = models_json_schema([*models, *requests], ref_template=_REF)
     schemas: dict[str, Any] = top["$defs"]
     return schemas
+
+
+def _admin_paths() -> dict[str, Any]:
+    """Imported when the document is first asked for: the admin models pull in the store (SQLAlchemy),
+    which commands that merely import the engine should not pay for."""
+    from portway.engine.api.admin_openapi import admin_paths  # noqa: PLC0415
+
+    return admin_paths()
 
 
 def openapi_document(version: str) -> dict[str, Any]:
@@ -90,6 +99,6 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/api/openapi.json": _get("This document", {"description": "OpenAPI 3.1"}, secured=False),
             "/.well-known/rstream/engine": _get("Discovery", _answer(_ref("Discovery"), "What this engine offers"),
                                                 secured=False),
-            **admin_paths(),
+            **_admin_paths(),
         },
     }
