@@ -60,6 +60,18 @@ class EngineApi:
         assert isinstance(value, dict)
         return value
 
+    async def admin(self, method: str, path: str, *, query: dict[str, str] | None = None,
+                    body: Mapping[str, object] | None = None) -> Any:
+        """One admin API call (`/api/admin/<path>`, operator tokens only); the decoded JSON answer."""
+        return await self._call(method, f"/api/admin/{path.lstrip('/')}", query=query, body=body)
+
+    async def admin_list(self, path: str, **query: str | None) -> list[Any]:
+        """An admin listing (`workspaces`, `projects`, `pats`, `apps`, `revocations`), `None` filters left out."""
+        value = await self.admin("GET", path, query={k: v for k, v in query.items() if v is not None} or None)
+        if not isinstance(value, list):
+            raise EngineApiError(200, "expected a JSON array")
+        return value
+
     async def watch(self, params: Mapping[str, object] | None = None, transport: str = "sse",
                     ) -> AsyncIterator[dict[str, Any]]:
         """Signaling events (`state.initial` first), over Server-Sent Events or WebSocket, until the

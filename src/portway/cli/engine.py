@@ -100,22 +100,25 @@ def engine(ctx: click.Context, config_file: str | None, state_dir: str | None) -
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 366 * 24 * 3600),
               help="Lifetime in seconds.")
 @click.option("--subject", default="portway-local", show_default=True)
+@click.option("--operator", is_flag=True, help="An operator token (claim role=operator): may use 'portway admin'.")
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
               help="Same as 'portway engine --config' (either place works).")
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Same as 'portway engine --state-dir'.")
 @click.pass_context
-def engine_token(ctx: click.Context, ttl: int, subject: str, config_file: str | None, state_dir: str | None) -> None:
+def engine_token(ctx: click.Context, ttl: int, subject: str, operator: bool, config_file: str | None,
+                 state_dir: str | None) -> None:
     """Print a token signed with this engine's secret (you asked for it: it is shown).
 
     \b
     Examples:
       portway engine token --config engine.yaml --ttl 86400 > token
       portway forward 8080 --token-file token
+      portway engine token --operator --ttl 600 > admin-token   # for 'portway admin'
     """
     group_config, group_state_dir = ctx.obj
     server, state = open_engine(config_file or group_config, state_dir or group_state_dir)
     secret = server.config.auth.jwt.token_jwt_secret or state.jwt_secret
-    click.echo(mint_token(secret, subject=subject, ttl_s=ttl))
+    click.echo(mint_token(secret, subject=subject, ttl_s=ttl, extra={"role": "operator"} if operator else None))
 
 
 engine.add_command(init)

@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from portway import __version__
 from portway.agent import Client, TLSOptions, Tunnel, keep_tunnel
+from portway.cli.admin import admin_group
 from portway.cli.apply import run_command
 from portway.cli.common import fail, target
 from portway.cli.completion import completion
@@ -84,6 +85,7 @@ cli.add_command(nc, name="ncat")
 cli.add_command(run_command)
 cli.add_command(engine)
 cli.add_command(completion)
+cli.add_command(admin_group)
 
 
 # ---------------------------------------------------------------- agent side

@@ -354,6 +354,15 @@ class WebhooksSection(_Section):
         return self
 
 
+class StoreSection(_Section):
+    """Portway extension: the control-plane database (workspaces, projects, credentials, policies)."""
+
+    url: OptionalText = Field(
+        default=None,
+        description="postgresql://user:password@host/db (null = SQLite file control.sqlite3 in the state directory).",
+    )
+
+
 class EngineConfig(_Section):
     """The whole engine configuration (immutable)."""
 
@@ -368,6 +377,7 @@ class EngineConfig(_Section):
     geoip: GeoipSection = Field(default_factory=GeoipSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
+    store: StoreSection = Field(default_factory=StoreSection)
 
     @property
     def advertised_port(self) -> int:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portway import __version__
 from portway.engine.auth import TokenVerifier
@@ -34,6 +35,9 @@ from portway.engine.state import EngineState
 from portway.engine.webhooks import RetrySchedule, StoreError, WebhookService, WebhookSettings
 from portway.errors import ConfigError
 from portway.wire.codes import ALPN
+
+if TYPE_CHECKING:
+    from portway.engine.store import Store
 
 log = logging.getLogger("portway.engine")
 
@@ -91,6 +95,24 @@ def _open_webhooks(cfg: EngineConfig, state: EngineState) -> WebhookService:
         raise ConfigError(f"webhooks.database_file: cannot open {path}: {error}") from None
 
 
+async def _open_store(cfg: EngineConfig, state: EngineState) -> Store:
+    """The control-plane store, migrated; an unreachable or unusable database is a configuration error.
+
+    Imported here, not at the top: SQLAlchemy and Alembic take ~0.4 s to import, which every `portway`
+    command would pay, while only a starting engine needs them (and the admin routes they serve)."""
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from portway.engine.api import admin_routes  # noqa: F401, PLC0415 - registers the /api/admin routes
+    from portway.engine.store import Store, store_url  # noqa: PLC0415
+
+    url = store_url(cfg.store.url, state.state_dir)
+    try:
+        return await Store.open(url)
+    except (OSError, SQLAlchemyError) as error:
+        where = "store.url" if cfg.store.url else f"the store in {state.state_dir}"
+        raise ConfigError(f"{where}: cannot open the control-plane database: {error}") from None
+
+
 class Engine:
     """A running engine. Use `async with Engine.start(config, state_dir=...) as engine:` or `run()`."""
 
@@ -105,6 +127,7 @@ class Engine:
         self._stopped = asyncio.Event()
         self._cert_timer: asyncio.TimerHandle | None = None
         self._webhooks: WebhookService | None = None
+        self.store: Store | None = None
 
     @property
     def port(self) -> int:
@@ -134,6 +157,7 @@ class Engine:
         agent_tls, edge_tls = _tls_contexts(self.cert_files)
         secret = cfg.auth.jwt.token_jwt_secret or self.state.jwt_secret
         verifier = TokenVerifier(secret, enabled=cfg.auth.jwt.enabled)
+        store = await _open_store(cfg, self.state)  # first: nothing is bound yet if the database is unreachable
         host, port = cfg.tls.address
         broker = StreamBroker(timeout_s=cfg.timeouts.stream_request_seconds,
                               max_pending=cfg.limits.max_pending_streams)
@@ -143,7 +167,13 @@ class Engine:
                             public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, cert_files=self.cert_files,
                             version=__version__, geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
                             h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
-        self._listener = Listener.bind(ctx, host, port)
+        ctx.services.update(store=store, signer=verifier)
+        self.store = store
+        try:
+            self._listener = Listener.bind(ctx, host, port)
+        except BaseException:
+            await store.close()
+            raise
         ctx.public_port = cfg.engine.public_port or self._listener.port
         self._tcp.ctx = ctx
         self.ctx = ctx
@@ -152,6 +182,7 @@ class Engine:
                 self._http = PlainHttpListener.bind(ctx)
             except OSError as error:
                 self._listener.stop()
+                await store.close()
                 raise ConfigError(f"http.listen_addr: cannot listen on {cfg.http.listen_addr}: "
                                   f"{error.strerror or error}") from None
         if cfg.metrics.prometheus.enabled:
@@ -162,6 +193,7 @@ class Engine:
                 self._listener.stop()
                 if self._http is not None:
                     self._http.stop()
+                await store.close()
                 raise
             self.metrics = metrics
         if cfg.webhooks.enabled:
@@ -247,6 +279,8 @@ class Engine:
             ctx.geoip.close()
         if self._http is not None:
             self._http.close_connections()
+        if self.store is not None:  # last: the tasks answering admin requests have ended
+            await self.store.close()
         log.info("engine stopped")
 
     async def __aenter__(self) -> Engine:

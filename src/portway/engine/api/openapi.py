@@ -56,9 +56,12 @@ def _get(summary: str, ok: dict[str, Any], *, secured: bool = True, params: list
 
 @functools.cache
 def _schemas() -> dict[str, Any]:
+    from portway.engine.api.admin_openapi import ADMIN_REQUESTS, ADMIN_RESPONSES  # noqa: PLC0415 - see _admin_paths
+
     shown: tuple[type[BaseModel], ...] = (TunnelView, ClientView, AuthView, Discovery, ErrorBody, MintResponse,
-                                          WebhookView, WebhookWithSecret, WebhookDeleted, DeliveryView)
-    accepted: tuple[type[BaseModel], ...] = (MintRequest, WebhookCreate, WebhookRotate)
+                                          WebhookView, WebhookWithSecret, WebhookDeleted, DeliveryView,
+                                          *ADMIN_RESPONSES)
+    accepted: tuple[type[BaseModel], ...] = (MintRequest, WebhookCreate, WebhookRotate, *ADMIN_REQUESTS)
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(model, "serialization") for model in shown]
     models += [(model, "validation") for model in accepted]
     _, top = models_json_schema(models, ref_template=_REF)
@@ -120,6 +123,14 @@ def _webhook_paths() -> dict[str, Any]:
     }
 
 
+def _admin_paths() -> dict[str, Any]:
+    """Imported when the document is first asked for: the admin models pull in the store (SQLAlchemy),
+    which commands that merely import the engine should not pay for."""
+    from portway.engine.api.admin_openapi import admin_paths  # noqa: PLC0415
+
+    return admin_paths()
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The document served at `/api/openapi.json`."""
     tunnel_path = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -152,5 +163,6 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/api/openapi.json": _get("This document", {"description": "OpenAPI 3.1"}, secured=False),
             "/.well-known/rstream/engine": _get("Discovery", _answer(_ref("Discovery"), "What this engine offers"),
                                                 secured=False),
+            **_admin_paths(),
         },
     }

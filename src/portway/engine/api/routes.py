@@ -6,14 +6,20 @@ The token comes from `Authorization: Bearer`; the `rstream.token` query paramete
 streaming endpoints (a token in a URL ends up in logs and histories). Errors are `{"error", "status"}`
 JSON, never echoing the credential. The streaming endpoints answer with a `WatchRequest` that the edge
 turns into a live stream (watch.py).
+
+A handler may be a coroutine function (the admin routes, which wait on the database): `answer` then
+returns a `Pending` coroutine, already bound to its refusal handling, that the edge runs as a task and
+answers from when it completes; routes that answer at once stay synchronous and cost no task.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -41,6 +47,7 @@ CAPABILITIES = ("engine-api", "tunnels", "clients", "openapi", "signaling-sse", 
 Query = dict[str, list[str]]
 M = TypeVar("M", bound=BaseModel)
 Predicate = Callable[[dict[str, Any]], bool]
+log = logging.getLogger("portway.engine.api")
 
 
 class Inventory(Protocol):
@@ -106,7 +113,9 @@ class Call:
     body: bytes = b""
 
 
-Handler = Callable[[Call], "ApiResponse | WatchRequest"]
+Handler = Callable[[Call], "ApiResponse | WatchRequest | Awaitable[ApiResponse]"]
+Pending = Coroutine[object, object, ApiResponse]
+"""An answer still being worked out (an async handler's); awaiting it never raises."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +140,10 @@ def route(method: str, template: str, *, query_token: bool = False) -> Callable[
 
 
 def answer(inventory: Inventory, method: str, target: str, authorization: bytes | None, *,
-           secure: bool = True, body: bytes = b"") -> ApiResponse | WatchRequest:
+           secure: bool = True, body: bytes = b"") -> ApiResponse | WatchRequest | Pending:
     """The response to one request for the engine's own host; `secure` is False on the cleartext listener,
-    where only the health endpoint answers (tokens are not sent in clear)."""
+    where only the health endpoint answers (tokens are not sent in clear). A `Pending` answer must be
+    awaited (or closed) by the caller."""
     try:
         parts = urlsplit(target)
         path = unquote(parts.path)
@@ -162,9 +172,23 @@ def answer(inventory: Inventory, method: str, target: str, authorization: bytes 
             token = query.get("rstream.token", [None])[-1]
             authorization = f"Bearer {token}".encode() if token else None
         principal = _principal(inventory, authorization)
-        return handler.handler(Call(inventory, principal, found.groupdict(), query, body))
+        result = handler.handler(Call(inventory, principal, found.groupdict(), query, body))
+        if inspect.isawaitable(result):
+            return _settle(result)
+        return result
     except Refusal as refusal:
         return error(refusal.status, refusal.message, refusal.headers)
+
+
+async def _settle(pending: Awaitable[ApiResponse]) -> ApiResponse:
+    """An async handler's answer, with its refusals (and failures, logged) turned into error answers."""
+    try:
+        return await pending
+    except Refusal as refusal:
+        return error(refusal.status, refusal.message, refusal.headers)
+    except Exception:
+        log.exception("engine API handler failed")
+        return error(500, "the engine failed to answer this request")
 
 
 def error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> ApiResponse:

@@ -475,6 +475,8 @@ class H2Edge(H2Shell):
                          request.header(b"accept"))
 
     def _answer_locally(self, stream_id: int, request: h2rules.H2Request, body: bytes) -> None:
+        """The Engine API on its own stream; an async route's answer (`Pending`) is awaited in a task and
+        sent on the stream when ready, while the connection's other streams go on (multiplexing)."""
         websocket = request.protocol == b"websocket"  # RFC 8441: an extended CONNECT stands for the GET
         method = "GET" if websocket else request.method.decode("latin-1")
         answer = api_routes.answer(EngineInventory(self.ctx), method, request.path.decode("latin-1"),
@@ -488,6 +490,20 @@ class H2Edge(H2Shell):
             answer = full or api_routes.error(426 if answer.transport == "websocket" else 400,
                                       "use an extended CONNECT with :protocol websocket" if not websocket
                                       else "an SSE stream is a plain GET")
+        if not isinstance(answer, api_routes.ApiResponse):
+            self.ctx.spawn(self._answer_later(stream_id, answer))
+            return
+        self._send_answer(stream_id, answer)
+
+    async def _answer_later(self, stream_id: int, pending: api_routes.Pending) -> None:
+        try:
+            answer = await pending
+        finally:
+            pending.close()  # a no-op once awaited; spares a "never awaited" warning when cancelled first
+        if not self.closed and self.transport is not None and not self.transport.is_closing():
+            self._send_answer(stream_id, answer)  # a stream reset meanwhile is skipped by _respond
+
+    def _send_answer(self, stream_id: int, answer: api_routes.ApiResponse) -> None:
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
         self._respond(stream_id, answer.status, answer.body, answer.content_type, extra, cache=answer.cache)
         self.ctx.counters.count(self.ctx.counters.http_responses, answer.status)

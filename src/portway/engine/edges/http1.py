@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import ssl
+from typing import NamedTuple
 
 import httptools
 
@@ -60,8 +61,18 @@ access_log = logging.getLogger("portway.access")
 
 # Why the visitor's reading is paused (bits): its stream is being opened; a request waits for the
 # responses before it; bytes after an Upgrade/CONNECT wait for the answer; the agent's transport is
-# full; the connection failed.
-_CONNECTING, _HOLDING, _SWITCHING, _BACKPRESSURE, _FAILED = 1, 2, 4, 8, 16
+# full; the connection failed; an engine API answer is being worked out.
+_CONNECTING, _HOLDING, _SWITCHING, _BACKPRESSURE, _FAILED, _ANSWERING = 1, 2, 4, 8, 16, 32
+
+
+class _Asked(NamedTuple):
+    """What an engine API answer needs from its request once the parser has moved on."""
+
+    keep: bool
+    method: bytes
+    url: bytes
+    started: float
+
 class HttpEdge(Pipe):
     """Protocol of one visitor connection (after TLS) on an HTTP surface.
 
@@ -107,6 +118,7 @@ class HttpEdge(Pipe):
         self._closing = False
         self._upstream_gone = False
         self._deferred: bytes | None = None  # an error page that waits for the responses owed before it
+        self._answering: asyncio.Future[None] | None = None  # the last engine API answer still being awaited
         self._idle_timer: asyncio.TimerHandle | None = None
         self._moved_at_last_check = -1
         self._draft: summaries.Draft | None = None  # the summary of the latest request head (when watched)
@@ -191,6 +203,8 @@ class HttpEdge(Pipe):
         if self._raw:
             return super().eof_received()
         self._eof = True
+        if self._answering is not None:
+            return self._can_half_close()
         if self._in_message or not self._exchanges:
             return False
         return self._can_half_close()
@@ -241,6 +255,8 @@ class HttpEdge(Pipe):
             if self._exchanges:
                 raise Reject(421, "the engine's own endpoints need a connection of their own")
             return
+        if self._answering is not None:  # a tunnel's response must not overtake the engine's answers
+            raise Reject(421, "one connection serves one host")
         draft = self._draft_request(method, name) if self.ctx.summary_watchers else None
         if self._tunnel is not None:
             if name != self._host:
@@ -504,7 +520,11 @@ class HttpEdge(Pipe):
                     draft.established = now
 
     def _answer_locally(self) -> None:
-        """The engine's own host: the Engine API (api/routes.py) and its health endpoint."""
+        """The engine's own host: the Engine API (api/routes.py) and its health endpoint.
+
+        Most answers are immediate. An async route's answer (`Pending`) is awaited in a task; while any is
+        outstanding, reading pauses and later answers queue behind it (`_answering`), so pipelined
+        requests are still answered in order."""
         assert self.transport is not None
         keep = self._parser.should_keep_alive()
         method = self._parser.get_method()
@@ -513,24 +533,60 @@ class HttpEdge(Pipe):
                                    secure=self.scheme == "https", body=bytes(self._local_body))
         self._local_body.clear()
         if isinstance(answer, api_routes.WatchRequest):
-            head = over_capacity(self.ctx) or self._watch_head(answer)
-            if isinstance(head, bytes):
-                self._watching = H1Watch(self.ctx, answer, self.source_ip)
-                if self._idle_timer is not None:
-                    self._idle_timer.cancel()
-                self._count_status(101 if answer.transport == "websocket" else 200)
-                self._failed = True  # this parser is done: bytes after the head belong to the watch
-                self._watching.take_over(self.transport, head)
-                return
-            answer = head
+            if self._answering is not None:
+                answer = api_routes.error(421, "a signaling stream needs a connection of its own")
+            else:
+                head = over_capacity(self.ctx) or self._watch_head(answer)
+                if isinstance(head, bytes):
+                    self._watching = H1Watch(self.ctx, answer, self.source_ip)
+                    if self._idle_timer is not None:
+                        self._idle_timer.cancel()
+                    self._count_status(101 if answer.transport == "websocket" else 200)
+                    self._failed = True  # this parser is done: bytes after the head belong to the watch
+                    self._watching.take_over(self.transport, head)
+                    return
+                answer = head
+        asked = _Asked(keep, method, self._url, self._started)
+        if isinstance(answer, api_routes.ApiResponse) and self._answering is None:
+            self._write_local(answer, asked)
+            return
+        previous, done = self._answering, self._loop.create_future()
+        self._answering = done
+        self._pause(_ANSWERING)
+        self.ctx.spawn(self._answer_later(previous, done, answer, asked))
+
+    async def _answer_later(self, previous: asyncio.Future[None] | None, done: asyncio.Future[None],
+                            answer: api_routes.ApiResponse | api_routes.Pending, asked: _Asked) -> None:
+        """Wait for the answers owed before this one, then for this one, and write it."""
+        try:
+            if previous is not None:
+                await previous
+            response = answer if isinstance(answer, api_routes.ApiResponse) else await answer
+            if not self._closing and self.transport is not None and not self.transport.is_closing():
+                self._write_local(response, asked)
+        finally:
+            if not isinstance(answer, api_routes.ApiResponse):
+                answer.close()  # a no-op once awaited; spares a "never awaited" warning when cancelled first
+            done.set_result(None)
+            if self._answering is done:
+                self._answering = None
+                if self._deferred is not None:  # an error page that waited for these answers
+                    self._write_and_close(self._deferred)
+                elif self._eof:  # the visitor half-closed after its requests: all are answered now
+                    self.close()
+                else:
+                    self._resume(_ANSWERING)
+
+    def _write_local(self, answer: api_routes.ApiResponse, asked: _Asked) -> None:
+        assert self.transport is not None
         extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
-        page = response(answer.status, answer.body, answer.content_type, close=not keep, extra=extra,
+        page = response(answer.status, answer.body, answer.content_type, close=not asked.keep, extra=extra,
                         cache=answer.cache)
         self.transport.write(page)
         self._count_status(answer.status)
-        self._log_line(method, self._url, answer.status, len(page), self._started)
+        self._log_line(asked.method, asked.url, answer.status, len(page), asked.started)
         self._rx_mark = self.bytes_in
-        if not keep:
+        if not asked.keep:
             self.transport.close()
 
     def _watch_head(self, request: api_routes.WatchRequest) -> bytes | api_routes.ApiResponse:
@@ -579,7 +635,7 @@ class HttpEdge(Pipe):
                 publish_http_summary(self.ctx, draft, self._loop.time(), status=status,
                                      request_bytes=self.bytes_in - self._rx_mark, response_bytes=len(page),
                                      by="engine", error=reason or detail)
-        if ex is None and self._exchanges and not self._upstream_gone:
+        if ex is None and ((self._exchanges and not self._upstream_gone) or self._answering is not None):
             self._deferred = page
         else:
             self._write_and_close(page)

@@ -1,0 +1,55 @@
+"""Request bodies of the admin API (`/api/admin/...`). Responses are the store's own records
+(portway.engine.store.records), so what is stored, served and documented cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from portway.engine.store.pats import DEFAULT_PAT_TTL_S, MAX_PAT_TTL_S
+from portway.engine.store.records import NAME_PATTERN, PolicyDocument
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkspaceCreate(_Body):
+    name: str = Field(pattern=NAME_PATTERN)
+
+
+class ProjectCreate(_Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    workspace: str = Field(default="default", description="Workspace id or name")
+
+
+class PatCreate(_Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    project: str = Field(default="default", description="Project id or name")
+    subject: str | None = Field(default=None, max_length=255,
+                                description="Whom the token speaks for (default: the caller)")
+    permissions: list[str] | None = Field(default=None, description="null = every permission of the subject")
+    resources: dict[str, Any] | None = Field(default=None, description='{"tunnels": node} (§3.2)')
+    expires_in: int = Field(default=DEFAULT_PAT_TTL_S, ge=1, le=MAX_PAT_TTL_S, description="Lifetime in seconds")
+
+
+class AppCreate(_Body):
+    name: str = Field(pattern=NAME_PATTERN)
+    project: str = Field(default="default", description="Project id or name")
+    permissions: list[str] | None = Field(default=None, description="Ceiling of the tokens it mints")
+    resources: dict[str, Any] | None = Field(default=None, description="Ceiling of the tokens it mints")
+
+
+class Revoke(_Body):
+    reason: str | None = Field(default=None, max_length=255)
+
+
+class PolicyUpdate(_Body):
+    policy: PolicyDocument
+    expected_version: int | None = Field(
+        default=None, ge=0, description="Refuse (409) unless this is the version in force")
+
+
+class Deleted(BaseModel):
+    deleted: str

@@ -1,0 +1,103 @@
+"""Tables of the control-plane store. The migrations in `migrations/versions` create exactly these; a
+change here needs a new revision there (the schema test compares both).
+
+Timestamps are stored as timezone-aware UTC; SQLite hands them back naive, `records.py` re-attaches UTC.
+Credentials keep no secret: a PAT row holds the SHA-256 of its token, an application credential its public key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+
+
+class WorkspaceRow(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    created_at: Mapped[datetime]
+
+
+class ProjectRow(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime]
+
+
+class UserRow(Base):
+    """A person or automation that holds credentials; `role` is "operator" or "member"."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
+class PatRow(Base):
+    __tablename__ = "personal_access_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    token_endpoint: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(63))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    permissions: Mapped[list[str] | None] = mapped_column(JSON)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AppCredentialRow(Base):
+    __tablename__ = "app_credentials"
+
+    client_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    public_key_pem: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(String(63))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    permissions: Mapped[list[str] | None] = mapped_column(JSON)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class RevocationRow(Base):
+    """One withdrawn credential or token: `kind` is "pat", "app" or "token" (a single JWT by `jti`)."""
+
+    __tablename__ = "revocations"
+    __table_args__ = (UniqueConstraint("kind", "ref"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    ref: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(String(255))
+    revoked_at: Mapped[datetime]
+
+
+class AccessPolicyRow(Base):
+    """Every version of a project's access policy; the highest `version` is in force."""
+
+    __tablename__ = "access_policies"
+
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(255))

@@ -1,0 +1,78 @@
+"""`Store`: the control plane's database handle. SQLite in the engine's state directory unless
+`store.url` names PostgreSQL; migrated to the shipped head and seeded with the `default` workspace and
+project when opened, so a fresh engine has somewhere to put credentials."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from portway.engine.store import migrate
+from portway.engine.store.workspaces import ensure_defaults
+from portway.errors import ConfigError
+
+SQLITE_FILE = "control.sqlite3"
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+
+def store_url(url: str | None, state_dir: Path) -> URL:
+    """The async SQLAlchemy URL for `store.url` (None: SQLite in `state_dir`); plain `postgresql://` and
+    `sqlite://` URLs get their async driver."""
+    if url is None:
+        return URL.create("sqlite+aiosqlite", database=str(state_dir / SQLITE_FILE))
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("store.url is not a database URL (postgresql://user@host/db)") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"store.url: {backend} is not supported (use postgresql:// or sqlite://)")
+    if "+" not in parsed.drivername:
+        parsed = parsed.set(drivername=_DRIVERS[parsed.drivername])
+    return parsed
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    """Foreign keys on (SQLite leaves them off), and a busy timeout so concurrent writers wait, not fail."""
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Store:
+    """An open store. Repository functions (workspaces.py, credentials.py, policies.py) take it first."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, url: URL | str) -> Store:
+        """Connect, migrate to head and seed the default workspace and project."""
+        engine = create_async_engine(url, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        try:
+            await migrate.upgrade(engine)
+            await ensure_defaults(store)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return store
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session whose changes commit when the block ends (rolled back on an exception)."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def close(self) -> None:
+        await self.engine.dispose()
