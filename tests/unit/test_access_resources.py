@@ -438,7 +438,8 @@ filters = st.recursive(leaf_filters, lambda inner: st.one_of(
     st.builds(lambda xs: {"AND": xs}, st.lists(inner, max_size=3)),
     st.builds(lambda xs: {"OR": xs}, st.lists(inner, max_size=3)),
 ), max_leaves=4)
-rule = st.one_of(st.booleans(), st.builds(lambda f: {"filters": f}, filters))
+# Mostly grants, so that the properties below are rarely vacuous.
+rule = st.one_of(st.just(True), st.just(True), st.booleans(), st.builds(lambda f: {"filters": f}, filters))
 connect_rule = st.one_of(rule, st.builds(
     lambda f, p: {"filters": f, "params": {"path": p}}, filters,
     st.sampled_from(["/api", {"regex": "/api.*"}, {"oneof": ["/", "/public/x"]}])))
@@ -446,6 +447,7 @@ list_rule = st.one_of(rule, st.builds(
     lambda f, s: {"filters": f, "select": s}, filters,
     st.dictionaries(st.sampled_from(FIELDS), st.booleans(), max_size=4)))
 scope_sets = st.fixed_dictionaries({}, optional={"create": rule, "connect": connect_rule, "list": list_rule})
+ANY = st.lists(st.sampled_from(PROJECTS), min_size=1, max_size=3)
 
 
 @st.composite
@@ -453,9 +455,9 @@ def leaves(draw: st.DrawFn) -> dict[str, Any]:
     leaf: dict[str, Any] = {}
     target = draw(st.sampled_from(["none", "projects", "workspaces"]))
     if target == "projects":
-        leaf["projects"] = draw(st.lists(st.sampled_from(PROJECTS), max_size=2))
+        leaf["projects"] = draw(ANY)
     elif target == "workspaces":
-        leaf["workspaces"] = draw(st.lists(st.sampled_from(WORKSPACES), max_size=2))
+        leaf["workspaces"] = draw(st.lists(st.sampled_from(WORKSPACES), min_size=1, max_size=2))
     if target == "none" or draw(st.booleans()):
         leaf["scopes"] = {"tunnels": draw(scope_sets)}
     return leaf
