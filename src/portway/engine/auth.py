@@ -30,6 +30,7 @@ __all__ = [
     "Principal",
     "TokenVerifier",
     "mint_token",
+    "subject_of",
     "token_id",
 ]
 
@@ -142,22 +143,34 @@ class TokenVerifier:
             raise AuthError("token missing")
         if len(token) > MAX_TOKEN_LENGTH:
             raise AuthError("token malformed")
-        claims = self._decode(token)
+        claims = self.decode(token)
         when = time.time() if now is None else now
-        expires_at = self._check_claims(claims, when)
+        expires_at = self.check_times(claims, when)
         tid = token_id(token)
         return Principal(
-            subject=_subject(claims, tid),
+            subject=subject_of(claims, tid),
             token_id=tid,
             claims=MappingProxyType(claims),
             expires_at=expires_at,
         )
 
-    def _decode(self, token: str) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            raise AuthError("token malformed") from None
+    @property
+    def leeway_s(self) -> float:
+        return self._leeway
+
+    def decode(self, token: str, header: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The claims of an HS256 token whose signature the secret verifies; times are not checked yet.
+
+        For `access.tokens`, which adds the other token types on top and passes the `header` it already
+        parsed (parsing it twice would slow every request); raises AuthError.
+        """
+        if not self._enabled:
+            raise AuthError("this engine does not use tokens (auth.jwt.enabled is false)")
+        if header is None:
+            try:
+                header = jwt.get_unverified_header(token)
+            except jwt.DecodeError:
+                raise AuthError("token malformed") from None
         if header.get("alg") != ALGORITHM:
             raise AuthError("token algorithm not allowed")
         assert self._secret is not None
@@ -187,8 +200,8 @@ class TokenVerifier:
             raise AuthError("token claims malformed") from None
         return claims
 
-    def _check_claims(self, claims: Mapping[str, object], now: float) -> float | None:
-        """Types of the registered claims, then validity at `now`; returns `exp`."""
+    def check_times(self, claims: Mapping[str, object], now: float) -> float | None:
+        """Types of the registered claims, then validity at `now` (with the leeway); returns `exp`."""
         for name in ("sub", "jti"):
             if name in claims and not isinstance(claims[name], str):
                 raise AuthError("token claims malformed")
@@ -214,7 +227,8 @@ class TokenVerifier:
         return expires_at
 
 
-def _subject(claims: Mapping[str, object], tid: str) -> str:
+def subject_of(claims: Mapping[str, object], tid: str) -> str:
+    """Who a token names: `sub`, else `userId`, else `clientId`, else its token id."""
     for name in ("sub", "userId", "clientId"):
         value = claims.get(name)
         if isinstance(value, str) and value:
