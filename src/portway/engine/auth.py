@@ -61,7 +61,7 @@ class Principal:
     token_id: str
     claims: Mapping[str, object] = field(default_factory=_no_claims)
     expires_at: float | None = None
-    project_id: str = "default"  # the project the credential belongs to (CE tokens: the default one)
+    project_id: str | None = None  # the project the credential belongs to (None: the default one)
 
 
 def _hmac() -> HMACAlgorithm:

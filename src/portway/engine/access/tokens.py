@@ -110,7 +110,6 @@ class AccessPrincipal(Principal):
 
     kind: TokenKind
     grant: Grant = EVERYTHING
-    project_id: str | None = None
     workspace_id: str | None = None
     source_credential_id: str | None = None
 
