@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from portway.engine.accesspolicy import AccessPolicy
+from portway.engine.accesspolicy import PolicyDocument
 from portway.errors import EngineRejected
 from portway.wire.codes import ErrorCode
 from tests.conftest import EchoServer, EngineHandle, forwarded_hostname, http_get, running_engine
@@ -17,7 +17,8 @@ from tests.conftest import EchoServer, EngineHandle, forwarded_hostname, http_ge
 
 def set_policy(engine: EngineHandle, **fields: object) -> None:
     assert engine.engine is not None and engine.engine.ctx is not None
-    engine.engine.ctx.policies.set("default", AccessPolicy.model_validate(fields))
+    policies = engine.engine.ctx.policies
+    policies.set(policies.default_id, PolicyDocument.model_validate(fields))
 
 
 async def test_creation_is_checked_against_the_project_policy(tmp_path: Path) -> None:

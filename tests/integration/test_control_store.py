@@ -220,7 +220,7 @@ async def test_policy_versions(store: Store) -> None:
     assert first.version == 1 and first.created_by == "alice"
     second = await set_access_policy(store, "default", PolicyDocument(
         required_labels={"env": "prod", "team": None}, allowed_source_cidrs=["10.1.2.3/8"],
-        allowed_countries=["fr", "DE"], min_tls_version="1.3"))
+        allowed_countries=["fr", "DE"], min_tls_version="tls1.3"))
     assert second.version == 2
     assert second.policy.allowed_source_cidrs == ["10.0.0.0/8"] and second.policy.allowed_countries == ["FR", "DE"]
     assert await get_access_policy(store, "default") == second

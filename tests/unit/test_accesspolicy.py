@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from portway.engine.accesspolicy import OPEN, AccessPolicy, CompiledPolicy, PolicyBook
+from portway.engine.accesspolicy import OPEN, CompiledPolicy, PolicyBook, PolicyDocument
 from portway.wire.messages import TunnelProperties
 
 WEB = TunnelProperties(protocol="http", publish=True, labels={"team": "a"})
@@ -17,7 +17,7 @@ PRIVATE = TunnelProperties(publish=False, name="db")
 
 
 def compiled(**fields: object) -> CompiledPolicy:
-    return CompiledPolicy.of(AccessPolicy.model_validate(fields))
+    return CompiledPolicy.of(PolicyDocument.model_validate(fields))
 
 
 def test_creation_rules() -> None:
@@ -68,11 +68,11 @@ def test_tls_minimum(negotiated: str, minimum: str | None) -> None:
 ])
 def test_bad_documents(fields: dict[str, object], fragment: str) -> None:
     with pytest.raises(ValidationError, match=fragment):
-        AccessPolicy.model_validate(fields)
+        PolicyDocument.model_validate(fields)
 
 
 def test_book() -> None:
     book = PolicyBook()
     assert book.get(None) is OPEN and book.get("other") is OPEN
-    book.set("default", AccessPolicy(allow_public=False))
+    book.set("default", PolicyDocument(allow_public=False))
     assert book.get(None).refuse_tunnel(WEB) is not None and book.get("other") is OPEN

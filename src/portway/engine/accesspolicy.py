@@ -23,7 +23,7 @@ _SSL_NAMES = {"TLSv1": "tls1.0", "TLSv1.1": "tls1.1", "TLSv1.2": "tls1.2", "TLSv
 Protocol = Literal["http", "tls", "tcp", "dtls", "quic"]
 
 
-class AccessPolicy(BaseModel):
+class PolicyDocument(BaseModel):
     """The document an operator sets per project (`PUT /api/admin/projects/{id}/policy`)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -40,12 +40,15 @@ class AccessPolicy(BaseModel):
     @field_validator("allowed_source_cidrs")
     @classmethod
     def _cidrs(cls, value: list[str] | None) -> list[str] | None:
-        for cidr in value or ():
+        if value is None:
+            return None
+        networks = []
+        for cidr in value:
             try:
-                ipaddress.ip_network(cidr, strict=False)
+                networks.append(str(ipaddress.ip_network(cidr, strict=False)))  # stored normalized
             except ValueError:
                 raise ValueError(f"{cidr!r} is not a CIDR") from None
-        return value
+        return networks
 
     @field_validator("allowed_countries")
     @classmethod
@@ -57,15 +60,15 @@ class AccessPolicy(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
-    """An `AccessPolicy` ready for the hot path; `open` policies cost one attribute check."""
+    """An `PolicyDocument` ready for the hot path; `open` policies cost one attribute check."""
 
-    policy: AccessPolicy
+    policy: PolicyDocument
     networks: tuple[IPNetwork, ...] | None
     countries: frozenset[str] | None
     restricts_visitors: bool
 
     @classmethod
-    def of(cls, policy: AccessPolicy) -> CompiledPolicy:
+    def of(cls, policy: PolicyDocument) -> CompiledPolicy:
         networks = tuple(ipaddress.ip_network(c, strict=False) for c in policy.allowed_source_cidrs) \
             if policy.allowed_source_cidrs is not None else None
         countries = frozenset(policy.allowed_countries) if policy.allowed_countries is not None else None
@@ -113,17 +116,29 @@ class CompiledPolicy:
         return name is None or TLS_ORDER[name] < TLS_ORDER[minimum]
 
 
-OPEN = CompiledPolicy.of(AccessPolicy())
+OPEN = CompiledPolicy.of(PolicyDocument())
 
 
 class PolicyBook:
-    """The compiled policy of every project (an unknown project is open)."""
+    """The compiled policy of every project (an unknown project is open). `default_id` is the project of
+    credentials that name none (the engine's shared-secret tokens)."""
 
-    def __init__(self, policies: Mapping[str, AccessPolicy] | None = None) -> None:
+    def __init__(self, policies: Mapping[str, PolicyDocument] | None = None) -> None:
         self._compiled = {project: CompiledPolicy.of(p) for project, p in (policies or {}).items()}
+        self.default_id = DEFAULT_PROJECT
+
+    def project(self, project_id: str | None) -> str:
+        """`project_id`, or the default project's id for credentials without one."""
+        return project_id or self.default_id
 
     def get(self, project_id: str | None) -> CompiledPolicy:
-        return self._compiled.get(project_id or DEFAULT_PROJECT, OPEN)
+        return self._compiled.get(project_id or self.default_id, OPEN)
 
-    def set(self, project_id: str, policy: AccessPolicy) -> None:
+    def set(self, project_id: str, policy: PolicyDocument) -> None:
         self._compiled[project_id] = CompiledPolicy.of(policy)
+
+    def replace(self, policies: Mapping[str, PolicyDocument], *, default_id: str | None = None) -> None:
+        """Every project's policy at once (a reload from the store)."""
+        self._compiled = {project: CompiledPolicy.of(p) for project, p in policies.items()}
+        if default_id is not None:
+            self.default_id = default_id

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import cast
 
+from portway.engine.authorize import in_project, may
 from portway.engine.broker import StreamFailed, new_stream_id
 from portway.engine.context import EngineContext
 from portway.engine.registry import Tunnel
@@ -109,7 +110,7 @@ class AgentConnection(asyncio.Protocol):
                 ErrorCode.CAPACITY_EXHAUSTED, "this engine serves no more control channels"))
             return
         try:
-            principal = self.ctx.verifier.verify(details.token)
+            principal = self.ctx.access.verify(details.token)
         except AuthError as error:
             self._refuse(f"control channel unauthorized: {error}",
                          messages.open_control_channel_error(ErrorCode.UNAUTHORIZED, str(error)))
@@ -140,7 +141,7 @@ class AgentConnection(asyncio.Protocol):
             self._refuse(f"private dial refused: {text}", None if zero_rtt else messages.stream_rsp_error(code, text))
 
         try:
-            self.ctx.verifier.verify(details.token)
+            principal = self.ctx.access.verify(details.token)
         except AuthError as error:
             refuse(ErrorCode.UNAUTHORIZED, str(error))
             return
@@ -148,8 +149,11 @@ class AgentConnection(asyncio.Protocol):
             refuse(ErrorCode.FEATURE_NOT_AVAILABLE, "datagram channels need the QUIC transport")
             return
         tunnel = self.ctx.registry.dial_target(req.tunnel)
-        if tunnel is None:
+        if tunnel is None or not in_project(principal, tunnel.project_id):  # other projects' tunnels: unknown
             refuse(ErrorCode.TUNNEL_NOT_FOUND, f"no tunnel named {req.tunnel[:128]!r}")
+            return
+        if not may(principal, "connect", tunnel):
+            refuse(ErrorCode.UNAUTHORIZED, "the token may not connect to this tunnel")
             return
         assert self.transport is not None
         dialer = Pipe.adopt(self.transport, rest)

@@ -361,6 +361,9 @@ class StoreSection(_Section):
         default=None,
         description="postgresql://user:password@host/db (null = SQLite file control.sqlite3 in the state directory).",
     )
+    refresh_seconds: Seconds = Field(
+        default=10, description="How often credentials and policies are re-read (changes by other engines)."
+    )
 
 
 class EngineConfig(_Section):

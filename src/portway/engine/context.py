@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from portway.engine.access.tokens import AccessVerifier
 from portway.engine.accesspolicy import PolicyBook
 from portway.engine.auth import Principal, TokenVerifier
 from portway.engine.broker import StreamBroker
@@ -48,6 +49,8 @@ class Session(Protocol):
     peer: str
     opened_at: float
     tunnels: dict[str, Tunnel]
+    project_id: str
+    workspace_id: str | None
 
     def close(self, reason: str) -> None: ...
 
@@ -188,9 +191,11 @@ class EngineContext:
     summary_watchers: int = 0
     services: dict[str, object] = field(default_factory=dict)  # optional parts by name (e.g. "webhooks")
     streams: OpenStreams = field(init=False)
+    access: AccessVerifier = field(init=False)  # every token check: ce/auth/pat/app (access/tokens.py)
 
     def __post_init__(self) -> None:
         self.streams = OpenStreams(self.counters)
+        self.access = AccessVerifier(self.verifier)  # the engine swaps in one backed by the store
 
     def spawn(self, coro: Coroutine[object, object, None]) -> None:
         """Run `coro` as a task the engine owns (cancelled at shutdown, never garbage-collected early)."""

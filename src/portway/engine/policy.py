@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from portway.engine.auth import Principal
 from portway.errors import AuthError
 from portway.wire.codes import ErrorCode
 from portway.wire.errors import InvalidTunnelProperties
@@ -127,24 +128,29 @@ class TokenMemo:
     """token_auth on one visitor connection: a token is verified once, then only its expiry is checked
     for the connection's later requests (a JWT check per request would cost more than relaying it).
 
-    `verify(token, now)` returns the token's expiry (None = none) or raises AuthError.
+    `verify(token, now)` returns the token's principal or raises AuthError.
     """
 
     __slots__ = ("_known", "_verify")
 
-    def __init__(self, verify: Callable[[str, float], float | None]) -> None:
+    def __init__(self, verify: Callable[[str, float], Principal]) -> None:
         self._verify = verify
-        self._known: tuple[str, float | None] | None = None
+        self._known: tuple[str, Principal] | None = None
 
-    def valid(self, token: str) -> bool:
+    def principal(self, token: str) -> Principal | None:
+        """Who `token` speaks for, or None when it is not valid (now)."""
         now = time.time()
         if self._known is not None:
-            known, expires_at = self._known
-            if hmac.compare_digest(known.encode(), token.encode()) and (expires_at is None or now < expires_at):
-                return True
+            known, principal = self._known
+            if hmac.compare_digest(known.encode(), token.encode()) and \
+                    (principal.expires_at is None or now < principal.expires_at):
+                return principal
         try:
-            expires_at = self._verify(token, now)
+            principal = self._verify(token, now)
         except AuthError:
-            return False
-        self._known = (token, expires_at)
-        return True
+            return None
+        self._known = (token, principal)
+        return principal
+
+    def valid(self, token: str) -> bool:
+        return self.principal(token) is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from portway.engine.auth import Principal
 from portway.engine.policy import EdgePolicy
@@ -39,6 +39,9 @@ class Tunnel:
     created_at: float = field(default_factory=time.time)
     streams_opened: int = 0
     policy: EdgePolicy | None = None  # edge controls (trusted_ips, geoip, token_auth), compiled at creation
+    project_id: str | None = None  # the project it was created in (its owner's credential's)
+    workspace_id: str | None = None
+    record: dict[str, Any] | None = None  # its inventory view as JSON data, cached for access checks
 
     @property
     def id(self) -> str:

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from portway import __version__
+from portway.engine.access.tokens import AccessVerifier
+from portway.engine.api import webhook_routes  # noqa: F401 - registers the /api/webhooks routes
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.certs import CertFiles, CertWatcher, load_chain
 from portway.engine.config import EngineConfig
 from portway.engine.context import EngineContext
+from portway.engine.credentials import CredentialCache
 from portway.engine.edges import tlsterm
 from portway.engine.edges.h2upstream import H2UpstreamPool
 from portway.engine.edges.plainhttp import PlainHttpListener
@@ -128,6 +131,7 @@ class Engine:
         self._cert_timer: asyncio.TimerHandle | None = None
         self._webhooks: WebhookService | None = None
         self.store: Store | None = None
+        self._credentials: CredentialCache | None = None
 
     @property
     def port(self) -> int:
@@ -169,6 +173,15 @@ class Engine:
                             h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
         ctx.services.update(store=store, signer=verifier)
         self.store = store
+        credentials = CredentialCache(ctx.policies)
+        try:
+            await credentials.reload(store)
+        except Exception:
+            await store.close()
+            raise
+        ctx.access = AccessVerifier(verifier, credentials)
+        ctx.services["credentials"] = credentials
+        self._credentials = credentials
         try:
             self._listener = Listener.bind(ctx, host, port)
         except BaseException:
@@ -212,6 +225,7 @@ class Engine:
         if self._http is not None:
             await self._http.start()
         self._listener.start()
+        credentials.start(store, cfg.store.refresh_seconds)
         if watcher is not None:
             self._watch_certs(watcher)
         log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
@@ -279,6 +293,8 @@ class Engine:
             ctx.geoip.close()
         if self._http is not None:
             self._http.close_connections()
+        if self._credentials is not None:
+            await self._credentials.stop()
         if self.store is not None:  # last: the tasks answering admin requests have ended
             await self.store.close()
         log.info("engine stopped")

@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 
+from portway.engine.access.tokens import AccessPrincipal
 from portway.engine.api.inventory import client_view, tunnel_view
 from portway.engine.auth import Principal
+from portway.engine.authorize import may_create
 from portway.engine.capabilities import check_supported
 from portway.engine.context import EngineContext
 from portway.engine.edges import tlsterm
@@ -43,6 +45,8 @@ class AgentSession(asyncio.Protocol):
         self.peer = peer
         self.client_id = secrets.token_hex(12)
         self.opened_at = time.time()
+        self.project_id = ctx.policies.project(principal.project_id)
+        self.workspace_id = principal.workspace_id if isinstance(principal, AccessPrincipal) else None
         self.token_id = principal.token_id
         self.tunnels: dict[str, Tunnel] = {}
         self.transport: asyncio.Transport | None = None
@@ -216,9 +220,11 @@ class AgentSession(asyncio.Protocol):
             requested = requested.replace(tls_mode="passthrough")
         props = properties.normalize(requested)
         check_supported(props)
-        refusal = ctx.policies.get(self.principal.project_id).refuse_tunnel(props)
+        refusal = ctx.policies.get(self.project_id).refuse_tunnel(props)
         if refusal is not None:
             raise InvalidTunnelProperties(refusal, ErrorCode.UNAUTHORIZED)
+        if not may_create(self.principal, props, self.project_id, self.workspace_id):
+            raise InvalidTunnelProperties("the token may not create this tunnel", ErrorCode.UNAUTHORIZED)
         policy = build_policy(props, geoip_available=ctx.geoip is not None, tokens_enforced=ctx.verifier.enabled)
         if len(self.tunnels) + self._opening > ctx.config.limits.max_tunnels_per_agent:  # opens in flight count
             raise InvalidTunnelProperties("too many tunnels on this control channel", ErrorCode.CAPACITY_EXHAUSTED)
@@ -237,7 +243,8 @@ class AgentSession(asyncio.Protocol):
         tls = tlsterm.create_context(props, ctx.cert_files) if tlsterm.has_own_context(props) else None
         self._resolve_conflicts(props)
         props = props.replace(id=secrets.token_hex(12), creation_date=datetime.now(UTC))
-        tunnel = Tunnel(props=props, owner=self, policy=policy, tls=tls)
+        tunnel = Tunnel(props=props, owner=self, policy=policy, tls=tls, project_id=self.project_id,
+                        workspace_id=self.workspace_id)
         if props.protocol == "tcp":
             port = await ctx.ports.publish(tunnel, props.port)
             tunnel.props = props.replace(port=port, host=f"{ctx.config.tcp.listen_host}:{port}")

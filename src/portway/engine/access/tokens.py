@@ -180,9 +180,12 @@ class AccessVerifier:
         if source is not None and self._store is not None and self._store.revoked(source):
             raise AuthError("token source credential revoked")
         tid = token_id(token)
+        project, workspace = claims.get("project_id"), claims.get("workspace_id")  # set on derived tokens
         return AccessPrincipal(
             subject=subject_of(claims, tid), token_id=tid, claims=MappingProxyType(claims), expires_at=expires_at,
-            kind=kind, grant=Grant.from_claims(claims), source_credential_id=source)
+            kind=kind, grant=Grant.from_claims(claims), source_credential_id=source,
+            project_id=project if isinstance(project, str) else None,
+            workspace_id=workspace if isinstance(workspace, str) else None)
 
     def _pat(self, token: str, claims: dict[str, Any], expires_at: float | None, now: float) -> AccessPrincipal:
         if self._store is None:

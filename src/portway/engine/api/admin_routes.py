@@ -23,6 +23,7 @@ from portway.engine.api.admin_views import (
     WorkspaceCreate,
 )
 from portway.engine.api.routes import ApiResponse, Call, Refusal, json_response, model_response, parse_body, route
+from portway.engine.credentials import CredentialCache
 from portway.engine.store import (
     Conflict,
     Invalid,
@@ -58,9 +59,13 @@ def admin(method: str, template: str) -> Callable[[AdminHandler], AdminHandler]:
             if not isinstance(store, Store):
                 raise Refusal(503, "the control-plane store is not open")
             try:
-                return await handler(call, store)
+                answer = await handler(call, store)
             except (NotFound, Conflict, Invalid) as refused:
                 raise Refusal(_STATUS[type(refused)], str(refused)) from None
+            credentials = call.inventory.service("credentials")
+            if method != "GET" and isinstance(credentials, CredentialCache):
+                await credentials.reload(store)  # a revocation or a new policy applies to the next request
+            return answer
         route(method, template)(guarded)
         return handler
     return register

@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from portway.engine.accesspolicy import PolicyDocument
 from portway.engine.store.pats import DEFAULT_PAT_TTL_S, MAX_PAT_TTL_S
-from portway.engine.store.records import NAME_PATTERN, PolicyDocument
+from portway.engine.store.records import NAME_PATTERN
 
 
 class _Body(BaseModel):

@@ -22,7 +22,7 @@ class EngineInventory:
         self.version = ctx.version
 
     def verify(self, token: str | None) -> Principal:
-        return self._ctx.verifier.verify(token)
+        return self._ctx.access.verify(token)
 
     def issue(self, *, subject: str, ttl_s: int, extra: dict[str, object]) -> str:
         if not self._ctx.config.auth.jwt.token_minting:
@@ -45,6 +45,7 @@ class EngineInventory:
 def tunnel_view(tunnel: Tunnel) -> TunnelView:
     owner = tunnel.owner
     return TunnelView.of(tunnel.props, client_id=owner.client_id, user_id=owner.principal.subject,
+                         project_id=tunnel.project_id, workspace_id=tunnel.workspace_id,
                          address=forwarding_address(tunnel.props) if tunnel.props.publish else None)
 
 
@@ -53,4 +54,5 @@ def client_view(session: Session) -> ClientView:
     return ClientView(id=session.client_id, user_id=session.principal.subject, agent=d.agent, channel=d.channel,
                       version=d.version, os=d.os, arch=d.arch, protocol_version=d.protocol_version,
                       created_at=datetime.fromtimestamp(session.opened_at, UTC), remote_address=session.peer,
-                      tunnels=len(session.tunnels))
+                      tunnels=len(session.tunnels), project_id=session.project_id,
+                      workspace_id=session.workspace_id)

@@ -31,6 +31,7 @@ from portway.engine.api.openapi import openapi_document
 from portway.engine.api.tokens import MintRefused, MintRequest, MintResponse, derive
 from portway.engine.api.views import AuthView, ClientView, Discovery, ErrorBody, TunnelView
 from portway.engine.auth import Principal
+from portway.engine.authorize import client_visible, visible
 from portway.engine.filters import FilterError, compile_filter
 from portway.engine.policy import bearer_token
 from portway.errors import AuthError
@@ -218,21 +219,36 @@ def _auth(call: Call) -> ApiResponse:
                            expires_at=expires))
 
 
+def visible_tunnels(inventory: Inventory, principal: Principal) -> list[dict[str, Any]]:
+    """The live tunnels `principal` may list, as it may see them (`select` projections applied)."""
+    shown = (visible(principal, t.model_dump(mode="json")) for t in inventory.tunnels())
+    return [t for t in shown if t is not None]
+
+
+def visible_clients(inventory: Inventory, principal: Principal,
+                    tunnels: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The connected agents `principal` may list (authorize.client_visible)."""
+    shown = tunnels if tunnels is not None else visible_tunnels(inventory, principal)
+    owners = {str(t.get("client_id")) for t in shown}
+    records = (c.model_dump(mode="json") for c in inventory.clients())
+    return [c for c in records if client_visible(principal, c, owners)]
+
+
 @route("GET", "/api/tunnels")
 def _tunnels(call: Call) -> ApiResponse:
-    return _listing(call.inventory.tunnels(), call.query, TUNNEL_FILTER_FIELDS)
+    return _listing(visible_tunnels(call.inventory, call.principal), call.query, TUNNEL_FILTER_FIELDS)
 
 
 @route("GET", "/api/clients")
 def _clients(call: Call) -> ApiResponse:
-    return _listing(call.inventory.clients(), call.query, CLIENT_FILTER_FIELDS)
+    return _listing(visible_clients(call.inventory, call.principal), call.query, CLIENT_FILTER_FIELDS)
 
 
 @route("GET", "/api/tunnels/{id}")
 def _one_tunnel(call: Call) -> ApiResponse:
-    for tunnel in call.inventory.tunnels():
-        if tunnel.id == call.params["id"]:
-            return _model(tunnel)
+    for tunnel in visible_tunnels(call.inventory, call.principal):
+        if tunnel.get("id") == call.params["id"]:
+            return json_response(tunnel)
     raise Refusal(404, "no live tunnel has this id")
 
 
@@ -322,11 +338,10 @@ def list_params(query: Query, fields: frozenset[str]) -> tuple[Predicate, int]:
     return match, limit
 
 
-def _listing(items: Sequence[BaseModel], query: Query, fields: frozenset[str]) -> ApiResponse:
+def _listing(records: Sequence[dict[str, Any]], query: Query, fields: frozenset[str]) -> ApiResponse:
     match, limit = list_params(query, fields)
     out: list[dict[str, Any]] = []
-    for item in items:
-        record = item.model_dump(mode="json")
+    for record in records:
         if match(record):
             out.append(record)
             if len(out) >= limit:

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from portway.engine.access.tokens import AccessPrincipal
 from portway.engine.auth import Principal
 
 MAX_EXPIRES_IN_S = 3600
@@ -40,8 +41,19 @@ def derive(parent: Principal, request: MintRequest, *, now: float, engine: str) 
         ttl = min(ttl, int(parent.expires_at - now))
     if ttl < 1:
         raise MintRefused("the token has (almost) expired: nothing is left to delegate")
-    claims: dict[str, object] = {"metadata": {"engine": engine}, "sourceCredentialId": parent.token_id}
-    held = parent.claims.get("permissions")
+    # The root credential, so revoking it revokes every token derived from it (access/tokens.py).
+    source = parent.revocation_id if isinstance(parent, AccessPrincipal) else parent.token_id
+    claims: dict[str, object] = {"metadata": {"engine": engine}, "sourceCredentialId": source}
+    if parent.project_id is not None:  # a derived token stays in its parent's project
+        claims["project_id"] = parent.project_id
+    if isinstance(parent, AccessPrincipal) and parent.workspace_id is not None:
+        claims["workspace_id"] = parent.workspace_id
+    # What the parent may really do: for PATs and app tokens, the stored credential's ceiling ∩ the claims.
+    if isinstance(parent, AccessPrincipal):
+        held: object = sorted(parent.permissions) if parent.permissions is not None else None
+        held_resources: object = parent.boundary.to_resources()
+    else:
+        held, held_resources = parent.claims.get("permissions"), parent.claims.get("resources")
     if request.permissions is not None:
         if isinstance(held, list) and not set(request.permissions) <= set(held):
             missing = sorted(set(request.permissions) - set(held))
@@ -49,7 +61,7 @@ def derive(parent: Principal, request: MintRequest, *, now: float, engine: str) 
         claims["permissions"] = request.permissions
     elif isinstance(held, list):
         claims["permissions"] = held
-    resources = _narrow(parent.claims.get("resources"), request.resources)
+    resources = _narrow(held_resources, request.resources)
     if resources is not None:
         claims["resources"] = resources
     return ttl, claims

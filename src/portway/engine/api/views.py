@@ -51,7 +51,7 @@ class TunnelView(_View):
 
     @classmethod
     def of(cls, props: TunnelProperties, *, client_id: str, user_id: str | None, address: str | None,
-           project_id: str | None = None) -> TunnelView:
+           project_id: str | None = None, workspace_id: str | None = None) -> TunnelView:
         """The view of a tunnel's properties (the mTLS CA PEM is configuration, not inventory: left out)."""
         return cls(
             id=props.id or "", creation_date=props.creation_date, name=props.name, type=props.type,
@@ -62,7 +62,8 @@ class TunnelView(_View):
             http_use_tls=props.http_use_tls, token_auth=props.token_auth, rstream_auth=props.rstream_auth,
             challenge_mode=props.challenge_mode, hostname=props.hostname, port=props.port,
             upstream_tls=props.upstream_tls, datagram_guaranteed_delivery=props.datagram_guaranteed_delivery,
-            client_id=client_id, user_id=user_id, project_id=project_id, forwarding_address=address)
+            client_id=client_id, user_id=user_id, project_id=project_id, workspace_id=workspace_id,
+            forwarding_address=address)
 
 
 class ClientView(_View):

@@ -16,7 +16,9 @@ from typing import Any
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import Protocol, Side
 
-from portway.engine.api.routes import Inventory, WatchRequest
+from portway.engine.api.routes import Inventory, WatchRequest, visible_clients, visible_tunnels
+from portway.engine.auth import Principal
+from portway.engine.authorize import client_visible, unrestricted, visible
 from portway.engine.events import CLIENT_EVENTS, SUMMARY_EVENT, TUNNEL_EVENTS, EngineEvent, EventBus
 
 SSE_KEEPALIVE = b": keepalive\n\n"
@@ -50,8 +52,8 @@ class Watch:
 
     def start(self) -> None:
         """Send the snapshot and follow the bus from the same instant."""
-        tunnels = [t.model_dump(mode="json") for t in self._inventory.tunnels()]
-        clients = [c.model_dump(mode="json") for c in self._inventory.clients()]
+        tunnels = visible_tunnels(self._inventory, self.request.principal)
+        clients = visible_clients(self._inventory, self.request.principal, tunnels)
         snapshot = {"snapshot_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                     "clients": [c for c in clients if self.request.clients(c)],
                     "tunnels": [t for t in tunnels if self.request.tunnels(t)]}
@@ -60,10 +62,24 @@ class Watch:
         self._unsubscribe = self._bus.subscribe(self.offer)
 
     def offer(self, event: EngineEvent) -> None:
-        """An event from the bus: sent when this subscriber wants it."""
+        """An event from the bus: sent when this subscriber wants it and may see it (as it may see it)."""
         if self.closed or not self.wants(event):
             return
-        self._emit(event.envelope(), event.type, event.id)
+        envelope = event.envelope()
+        principal = self.request.principal
+        if event.type in TUNNEL_EVENTS:
+            shown = visible(principal, event.object)
+            if shown is None:
+                return
+            envelope["object"] = shown
+        elif event.type in CLIENT_EVENTS:
+            owners = {str(t.get("client_id")) for t in visible_tunnels(self._inventory, principal)} \
+                if not unrestricted(principal) else set()
+            if not client_visible(principal, event.object, owners):
+                return
+        elif not unrestricted(principal) and visible_summary(self._inventory, principal, event.object) is None:
+            return
+        self._emit(envelope, event.type, event.id)
 
     def wants(self, event: EngineEvent) -> bool:
         request = self.request
@@ -133,3 +149,10 @@ class Watch:
         for chunk in self.ws.data_to_send():
             if chunk:
                 self._send(chunk)
+
+
+def visible_summary(inventory: Inventory, principal: Principal, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """A stream summary for a restricted credential: only about a live tunnel it may list."""
+    tunnel_id = summary.get("tunnel_id")
+    shown = [t for t in visible_tunnels(inventory, principal) if t.get("id") == tunnel_id]
+    return summary if shown else None

@@ -25,6 +25,7 @@ from portway.engine import summaries
 from portway.engine.agentconn import peer_ip
 from portway.engine.api import routes as api_routes
 from portway.engine.api.inventory import EngineInventory
+from portway.engine.authorize import may
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules, upstreamtls
@@ -205,7 +206,14 @@ class H2Edge(H2Shell):
                 drop = frozenset({b"authorization"})
             query_token, path = take_query_token(path)
             token = token or query_token
-            if token is None or not self._tokens.valid(token):
+            principal = self._tokens.principal(token) if token is not None else None
+            if principal is not None and not may(principal, "connect", tunnel,
+                                                 path=path.split(b"?", 1)[0].decode("latin-1")):
+                count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
+                self._answer(stream_id, 403, "this token may not reach this tunnel or path", accept, name,
+                             draft=draft, denied="token_auth")
+                return
+            if principal is None:
                 count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
                 challenge = b'Bearer realm="portway"' + (b', error="invalid_token"' if token is not None else b"")
                 self._answer(stream_id, 401, "a valid token is required: send Authorization: Bearer <token>",

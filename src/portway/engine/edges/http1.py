@@ -22,6 +22,7 @@ from portway.engine import summaries
 from portway.engine.agentconn import peer_ip
 from portway.engine.api import routes as api_routes
 from portway.engine.api.inventory import EngineInventory
+from portway.engine.authorize import may
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
 from portway.engine.edges import h2rules, upstreamtls
@@ -403,8 +404,12 @@ class HttpEdge(Pipe):
             head.take_authorization()
         query_token, self._url = take_query_token(self._url)
         token = token or query_token
-        if token is not None and self._tokens.valid(token):
-            return
+        principal = self._tokens.principal(token) if token is not None else None
+        if principal is not None:
+            if may(principal, "connect", tunnel, path=self._url.split(b"?", 1)[0].decode("latin-1")):
+                return
+            count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
+            raise Reject(403, "this token may not reach this tunnel or path", denied="token_auth")
         count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
         challenge = 'Bearer realm="portway"' + (', error="invalid_token"' if token is not None else "")
         raise Reject(401, "a valid token is required: send Authorization: Bearer <token>",

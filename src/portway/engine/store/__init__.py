@@ -5,6 +5,7 @@ Open with `await Store.open(store_url(config.store.url, state_dir))`; every repo
 takes the store first and returns frozen records (records.py). Refusals are `StoreError`s (errors.py).
 """
 
+from portway.engine.accesspolicy import PolicyDocument
 from portway.engine.store.apps import (
     create_app_credential,
     list_app_credentials,
@@ -28,7 +29,6 @@ from portway.engine.store.records import (
     CreatedAppCredential,
     CreatedPat,
     Pat,
-    PolicyDocument,
     Project,
     Revocation,
     User,

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from portway.engine.accesspolicy import PolicyDocument
 from portway.engine.store.errors import Conflict
 from portway.engine.store.ids import now
-from portway.engine.store.records import AccessPolicy, PolicyDocument, utc
+from portway.engine.store.records import AccessPolicy, utc
 from portway.engine.store.schema import AccessPolicyRow
 from portway.engine.store.workspaces import project_row
 

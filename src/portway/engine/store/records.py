@@ -4,12 +4,12 @@ are and its OpenAPI document describes them from the same classes. None of them 
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
+
+from portway.engine.accesspolicy import PolicyDocument  # the one policy model, stored as JSON
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 PROTOCOLS = ("http", "tls", "tcp", "dtls", "quic")
@@ -94,36 +94,6 @@ class Revocation(_Record):
     project_id: str | None
     reason: str | None
     revoked_at: datetime
-
-
-class PolicyDocument(_Record):
-    """A project-wide access policy: what tunnels of the project may be and who may reach them.
-
-    Empty lists mean "no restriction"; `allowed_protocols` null means every protocol."""
-
-    allow_public: bool = Field(default=True,
-                               description="Whether tunnels may be published (false: private tunnels only)")
-    allowed_protocols: list[Literal["http", "tls", "tcp", "dtls", "quic"]] | None = Field(
-        default=None, description="Tunnel protocols that may be created (null = all)")
-    required_labels: dict[str, str | None] = Field(
-        default_factory=dict, description="Labels every tunnel must carry (null value = any value)")
-    allowed_source_cidrs: list[str] = Field(default_factory=list, description="Visitor addresses allowed (CIDR)")
-    allowed_countries: list[str] = Field(default_factory=list,
-                                         description="Visitor countries allowed (ISO 3166 alpha-2)")
-    min_tls_version: Literal["1.2", "1.3"] | None = Field(default=None, description="Lowest TLS version at the edge")
-
-    @field_validator("allowed_source_cidrs")
-    @classmethod
-    def _cidrs(cls, values: list[str]) -> list[str]:
-        return [str(ipaddress.ip_network(value, strict=False)) for value in values]
-
-    @field_validator("allowed_countries")
-    @classmethod
-    def _countries(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not re.fullmatch(r"[A-Za-z]{2}", value):
-                raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code")
-        return [value.upper() for value in values]
 
 
 class AccessPolicy(_Record):

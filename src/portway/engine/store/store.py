@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from portway.engine.store import migrate
 from portway.engine.store.workspaces import ensure_defaults
@@ -56,7 +57,12 @@ class Store:
     @classmethod
     async def open(cls, url: URL | str) -> Store:
         """Connect, migrate to head and seed the default workspace and project."""
-        engine = create_async_engine(url, pool_pre_ping=True)
+        # SQLite: one connection per transaction, closed after it (NullPool) — a file needs no pool, and a
+        # pooled aiosqlite connection would outlive the event loop of a test or an engine that stops.
+        if make_url(url).get_backend_name() == "sqlite":
+            engine = create_async_engine(url, poolclass=NullPool)
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         store = cls(engine)

@@ -1,0 +1,90 @@
+"""The control-plane store as the token verifier and the policy book see it: an in-memory copy of the
+credentials (PATs by hash, application credentials by client id, revocations) and of each project's
+access policy. Verification runs on every agent connection and token-auth request and must not wait on
+a database, so it reads this copy; `reload()` refreshes it after every admin change and periodically
+(`store.refresh_seconds`), which also picks up changes made by another engine on a shared PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from portway.engine.access.tokens import AppRecord, PatRecord
+from portway.engine.accesspolicy import PolicyBook
+
+if TYPE_CHECKING:
+    from portway.engine.store import Store
+
+log = logging.getLogger("portway.engine.credentials")
+
+
+class CredentialCache:
+    """`CredentialStore` (access/tokens.py) over a snapshot of the store."""
+
+    def __init__(self, policies: PolicyBook) -> None:
+        self._pats: dict[str, PatRecord] = {}
+        self._apps: dict[str, AppRecord] = {}
+        self._revoked: frozenset[str] = frozenset()
+        self._policies = policies
+        self._task: asyncio.Task[None] | None = None
+
+    def pat(self, sha256_hex: str) -> PatRecord | None:
+        return self._pats.get(sha256_hex)
+
+    def app_credential(self, client_id: str) -> AppRecord | None:
+        return self._apps.get(client_id)
+
+    def revoked(self, credential_id: str) -> bool:
+        return credential_id in self._revoked
+
+    async def reload(self, store: Store) -> None:
+        """Read everything again and swap it in at once (readers never see half of a reload)."""
+        from portway.engine.store import (  # noqa: PLC0415 - SQLAlchemy only loads in a starting engine
+            get_access_policy,
+            list_app_credentials,
+            list_pats,
+            list_projects,
+            list_revocations,
+            list_users,
+        )
+
+        projects = {p.id: p for p in await list_projects(store)}
+        subjects = {u.id: u.subject for u in await list_users(store)}
+        pats: dict[str, PatRecord] = {}
+        for pat in await list_pats(store):
+            project = projects.get(pat.project_id)
+            pats[pat.token_sha256] = PatRecord(
+                id=pat.id, subject=subjects.get(pat.user_id or "", pat.name), project_id=pat.project_id,
+                workspace_id=project.workspace_id if project else None, revoked=pat.revoked_at is not None,
+                permissions=pat.permissions, resources=pat.resources, expires_at=pat.expires_at.timestamp())
+        apps: dict[str, AppRecord] = {}
+        for app in await list_app_credentials(store):
+            project = projects.get(app.project_id)
+            apps[app.client_id] = AppRecord(
+                client_id=app.client_id, public_key_pem=app.public_key_pem, subject=app.name,
+                project_id=app.project_id, workspace_id=project.workspace_id if project else None,
+                revoked=app.revoked_at is not None, permissions=app.permissions, resources=app.resources)
+        revoked = frozenset(r.ref for r in await list_revocations(store))
+        default = next((p.id for p in projects.values() if p.name == "default"), None)
+        policies = {project_id: (await get_access_policy(store, project_id)).policy for project_id in projects}
+        self._pats, self._apps, self._revoked = pats, apps, revoked
+        self._policies.replace(policies, default_id=default)
+
+    def start(self, store: Store, every_s: float) -> None:
+        """Reload every `every_s` seconds until `stop()` (changes made by other engines)."""
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                try:
+                    await self.reload(store)
+                except Exception:
+                    log.exception("cannot refresh credentials from the store; keeping the last copy")
+        self._task = asyncio.get_running_loop().create_task(loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
