@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import stat
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 import trustme
@@ -200,3 +202,38 @@ async def test_doctor_on_a_good_and_broken_contexts(engine_process: EngineProces
 def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     got = run_cli(*args)
     assert got.returncode == 2, got.stderr
+
+
+async def test_token_create_offline_from_app_credentials(engine_process: EngineProcess) -> None:
+    operator = mint_token(engine_process.secret, subject="root", ttl_s=600, extra={"role": "operator"})
+    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{engine_process.port}/api/admin",
+                                 verify=ssl.create_default_context(cafile=str(engine_process.ca_file)),
+                                 headers={"Authorization": f"Bearer {operator}"}, timeout=10) as admin:
+        created = (await admin.post("/apps", json={"name": "backend"})).json()
+    client_id, secret = created["credential"]["client_id"], created["secret"]
+    project = created["credential"]["project_id"]
+    env = cli_env(RSTREAM_CLIENT_ID=client_id, RSTREAM_CLIENT_SECRET=secret)
+    made = await cli("token", "create", "--project", project, "--expires-in", "120", "--engine", engine_process.address,
+                     env=env)
+    assert made.returncode == 0, made.stderr
+    minted = made.stdout.strip()
+    assert secret not in made.stdout + made.stderr
+    header = jwt.get_unverified_header(minted)
+    claims = jwt.decode(minted, options={"verify_signature": False})
+    assert header["alg"] == "ES512" and claims["type"] == "app" and claims["clientId"] == client_id
+    assert claims["exp"] - claims["iat"] == 120 and claims["metadata"]["engine"] == engine_process.address
+    control = await sdk(engine_process, token=minted).connect()  # the engine accepts it (public key)
+    try:
+        tunnel = await control.create_tunnel(publish=False, name="app-made")
+        listed = json.loads((await cli("tunnel", "list", "-o", "json", *agent_args(engine_process, token=minted)))
+                            .stdout)
+        assert [t["id"] for t in listed] == [tunnel.id] and listed[0]["project_id"] == project
+    finally:
+        await control.close()
+    for extra, fragment in [(("--client-id", client_id), "both --client-id and --client-secret"),
+                            (("--client-id", client_id, "--client-secret", "zz", "--project", project), "secret"),
+                            (("--client-id", client_id, "--client-secret", secret), "needs a target"),
+                            (("--project", project), "--project goes with --client-id")]:
+        usage = await cli("token", "create", *extra)
+        assert usage.returncode == 2 and len(error_lines(usage.stderr)) == 1, usage.stderr
+        assert fragment in usage.stderr and secret not in usage.stderr
