@@ -88,7 +88,12 @@ def workspace_group() -> None:
 @click.pass_context
 def workspace_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                    ca_file: str | None, insecure: bool, output: str) -> None:
-    """List workspaces."""
+    """List workspaces.
+
+    \b
+    Example:
+      portway admin workspace list -o json
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("workspaces")), output, WORKSPACE_COLUMNS)
 
@@ -100,7 +105,12 @@ def workspace_list(ctx: click.Context, engine_addr: str | None, token: str | Non
 @click.pass_context
 def workspace_create(ctx: click.Context, name: str, engine_addr: str | None, token: str | None,
                      token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
-    """Create a workspace named NAME."""
+    """Create a workspace named NAME.
+
+    \b
+    Example:
+      portway admin workspace create acme
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     _show(fetch(lambda: api.admin("POST", "workspaces", body={"name": name})), output, WORKSPACE_COLUMNS)
 
@@ -111,7 +121,12 @@ def workspace_create(ctx: click.Context, name: str, engine_addr: str | None, tok
 @click.pass_context
 def workspace_delete(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None,
                      token_file: str | None, ca_file: str | None, insecure: bool) -> None:
-    """Delete the empty workspace REF (id or name)."""
+    """Delete the empty workspace REF (id or name).
+
+    \b
+    Example:
+      portway admin workspace delete acme
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     fetch(lambda: api.admin("DELETE", f"workspaces/{ref}"))
     click.echo(f"deleted workspace {ref}")
@@ -138,7 +153,12 @@ def project_group() -> None:
 @click.pass_context
 def project_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                  ca_file: str | None, insecure: bool, workspace: str | None, output: str) -> None:
-    """List projects."""
+    """List projects.
+
+    \b
+    Example:
+      portway admin project list --workspace acme
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("projects", workspace=workspace)), output, PROJECT_COLUMNS)
 
@@ -151,7 +171,12 @@ def project_list(ctx: click.Context, engine_addr: str | None, token: str | None,
 @click.pass_context
 def project_create(ctx: click.Context, name: str, engine_addr: str | None, token: str | None,
                    token_file: str | None, ca_file: str | None, insecure: bool, workspace: str, output: str) -> None:
-    """Create a project named NAME."""
+    """Create a project named NAME.
+
+    \b
+    Example:
+      portway admin project create web --workspace acme
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     row = fetch(lambda: api.admin("POST", "projects", body={"name": name, "workspace": workspace}))
     _show(row, output, PROJECT_COLUMNS)
@@ -163,7 +188,12 @@ def project_create(ctx: click.Context, name: str, engine_addr: str | None, token
 @click.pass_context
 def project_delete(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None,
                    token_file: str | None, ca_file: str | None, insecure: bool) -> None:
-    """Delete project REF (id or name); its credentials must be revoked first."""
+    """Delete project REF (id or name); its credentials must be revoked first.
+
+    \b
+    Example:
+      portway admin project delete acme/web
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     fetch(lambda: api.admin("DELETE", f"projects/{ref}"))
     click.echo(f"deleted project {ref}")
@@ -209,7 +239,12 @@ def pat_group() -> None:
 @click.pass_context
 def pat_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
              ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
-    """List personal access tokens (never the tokens themselves)."""
+    """List personal access tokens (never the tokens themselves).
+
+    \b
+    Example:
+      portway admin pat list --project web -o json
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("pats", project=project)), output, PAT_COLUMNS)
 
@@ -238,7 +273,12 @@ def pat_create(ctx: click.Context, name: str, engine_addr: str | None, token: st
                ca_file: str | None, insecure: bool, project: str | None, permissions: tuple[str, ...],
                resources_json: str | None, resources_file: str | None, subject: str | None, expires_in: str,
                output: str) -> None:
-    """Create a PAT named NAME and print it (shown once: store it now)."""
+    """Create a PAT named NAME and print it (shown once: store it now).
+
+    \b
+    Example:
+      portway admin pat create ci --project web -p tunnels.resources.read-only > ci.token
+    """
     body = _grant_body(name, project, permissions, resources_json, resources_file)
     body["expires_in"] = _duration(expires_in)
     if subject:
@@ -260,7 +300,12 @@ def pat_create(ctx: click.Context, name: str, engine_addr: str | None, token: st
 @click.pass_context
 def pat_revoke(ctx: click.Context, pat_id: str, engine_addr: str | None, token: str | None, token_file: str | None,
                ca_file: str | None, insecure: bool, reason: str | None) -> None:
-    """Revoke the PAT PAT_ID for good."""
+    """Revoke the PAT PAT_ID for good.
+
+    \b
+    Example:
+      portway admin pat revoke pat_0123456789abcdef
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     revoked = fetch(lambda: api.admin("POST", f"pats/{pat_id}/revoke", body={"reason": reason}))
     click.echo(f"revoked {revoked['id']} at {revoked['revoked_at']}")
@@ -285,7 +330,12 @@ def app_group() -> None:
 @click.pass_context
 def app_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
              ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
-    """List application credentials."""
+    """List application credentials.
+
+    \b
+    Example:
+      portway admin app list -o json
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("apps", project=project)), output, APP_COLUMNS)
 
@@ -302,7 +352,12 @@ def app_list(ctx: click.Context, engine_addr: str | None, token: str | None, tok
 def app_create(ctx: click.Context, name: str, engine_addr: str | None, token: str | None, token_file: str | None,
                ca_file: str | None, insecure: bool, project: str | None, permissions: tuple[str, ...],
                resources_json: str | None, resources_file: str | None, output: str) -> None:
-    """Create application credentials named NAME; prints the client id and secret (shown once)."""
+    """Create application credentials named NAME; prints the client id and secret (shown once).
+
+    \b
+    Example:
+      portway admin app create backend --project web
+    """
     body = _grant_body(name, project, permissions, resources_json, resources_file)
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     created = fetch(lambda: api.admin("POST", "apps", body=body))
@@ -321,7 +376,12 @@ def app_create(ctx: click.Context, name: str, engine_addr: str | None, token: st
 @click.pass_context
 def app_revoke(ctx: click.Context, client_id: str, engine_addr: str | None, token: str | None,
                token_file: str | None, ca_file: str | None, insecure: bool, reason: str | None) -> None:
-    """Revoke the application credentials CLIENT_ID for good."""
+    """Revoke the application credentials CLIENT_ID for good.
+
+    \b
+    Example:
+      portway admin app revoke app_0123456789abcdef
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     revoked = fetch(lambda: api.admin("POST", f"apps/{client_id}/revoke", body={"reason": reason}))
     click.echo(f"revoked {revoked['client_id']} at {revoked['revoked_at']}")
@@ -334,7 +394,12 @@ def app_revoke(ctx: click.Context, client_id: str, engine_addr: str | None, toke
 @click.pass_context
 def revocation_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                     ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
-    """List the revocation log."""
+    """List the revocation log.
+
+    \b
+    Example:
+      portway admin revocations -o json
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("revocations", project=project)), output, REVOCATION_COLUMNS)
 
@@ -359,7 +424,12 @@ def policy_group() -> None:
 @click.pass_context
 def policy_get(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
-    """Print the policy in force (version 0 = the default, nothing set yet)."""
+    """Print the policy in force (version 0 = the default, nothing set yet).
+
+    \b
+    Example:
+      portway admin policy get --project web
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     _show(fetch(lambda: api.admin("GET", f"projects/{project or 'default'}/policy")), output, [])
 
@@ -375,7 +445,12 @@ def policy_get(ctx: click.Context, engine_addr: str | None, token: str | None, t
 def policy_set(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                ca_file: str | None, insecure: bool, project: str | None, policy_json: str | None,
                policy_file: str | None, if_version: int | None, output: str) -> None:
-    """Store a new version of the policy (the whole document: unset fields take their defaults)."""
+    """Store a new version of the policy (the whole document: unset fields take their defaults).
+
+    \b
+    Example:
+      portway admin policy set --project web --policy-json '{"allow_public": false}'
+    """
     policy = _json_option(policy_json, policy_file, "policy")
     if not isinstance(policy, dict):
         fail("give the policy as a JSON/YAML object", "--policy-json '{...}' or --policy-file FILE", code=2)

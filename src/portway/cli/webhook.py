@@ -62,7 +62,12 @@ def webhook_group() -> None:
 @click.pass_context
 def webhook_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                  ca_file: str | None, insecure: bool, output: str) -> None:
-    """List endpoints (secrets are never shown here)."""
+    """List endpoints (secrets are never shown here).
+
+    \b
+    Example:
+      portway webhook list -o json
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(api.webhooks), output, WEBHOOK_COLUMNS)
 
@@ -79,7 +84,12 @@ def webhook_list(ctx: click.Context, engine_addr: str | None, token: str | None,
 def webhook_create(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                    ca_file: str | None, insecure: bool, url: str, events: tuple[str, ...], secret: str | None,
                    disabled: bool, output: str) -> None:
-    """Create an endpoint and print its secret (once)."""
+    """Create an endpoint and print its secret (once).
+
+    \b
+    Example:
+      portway webhook create --url https://app.example.com/hooks --event tunnel.created --event tunnel.deleted
+    """
     try:
         check_url(url)
     except ValueError as error:
@@ -103,7 +113,12 @@ def webhook_create(ctx: click.Context, engine_addr: str | None, token: str | Non
 @click.pass_context
 def webhook_delete(ctx: click.Context, webhook_id: str, engine_addr: str | None, token: str | None,
                    token_file: str | None, ca_file: str | None, insecure: bool) -> None:
-    """Delete an endpoint with its delivery history."""
+    """Delete an endpoint with its delivery history.
+
+    \b
+    Example:
+      portway webhook delete wh_0123456789abcdef
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     fetch(lambda: api.delete_webhook(webhook_id))
     click.echo(f"Deleted {webhook_id}")
@@ -120,7 +135,12 @@ def webhook_delete(ctx: click.Context, webhook_id: str, engine_addr: str | None,
 def webhook_rotate(ctx: click.Context, webhook_id: str, engine_addr: str | None, token: str | None,
                    token_file: str | None, ca_file: str | None, insecure: bool, secret: str | None,
                    grace: float | None, output: str) -> None:
-    """Give an endpoint a new secret and print it (once)."""
+    """Give an endpoint a new secret and print it (once).
+
+    \b
+    Example:
+      portway webhook rotate wh_0123456789abcdef
+    """
     body: dict[str, Any] = {}
     if (checked := _checked_secret(secret)) is not None:
         body["secret"] = checked
@@ -139,7 +159,12 @@ def webhook_rotate(ctx: click.Context, webhook_id: str, engine_addr: str | None,
 def webhook_deliveries(ctx: click.Context, webhook_id: str, engine_addr: str | None, token: str | None,
                        token_file: str | None, ca_file: str | None, insecure: bool, limit: int | None,
                        output: str) -> None:
-    """Deliveries of an endpoint, newest first (JSON has every attempt)."""
+    """Deliveries of an endpoint, newest first (JSON has every attempt).
+
+    \b
+    Example:
+      portway webhook deliveries wh_0123456789abcdef -o json
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     rows = fetch(lambda: api.webhook_deliveries(webhook_id, limit))
     if output == "json":
@@ -159,7 +184,12 @@ def webhook_deliveries(ctx: click.Context, webhook_id: str, engine_addr: str | N
 @click.pass_context
 def webhook_redeliver(ctx: click.Context, webhook_id: str, delivery_id: str, engine_addr: str | None,
                       token: str | None, token_file: str | None, ca_file: str | None, insecure: bool) -> None:
-    """Send a delivery's event again (also one that failed for good)."""
+    """Send a delivery's event again (also one that failed for good).
+
+    \b
+    Example:
+      portway webhook redeliver wh_0123456789abcdef dlv_0123456789abcdef
+    """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     redone = fetch(lambda: api.redeliver(webhook_id, delivery_id))
     click.echo(f"Redelivering as {redone['id']}")
