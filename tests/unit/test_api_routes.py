@@ -38,7 +38,7 @@ class Fixed:
 
 
 INVENTORY = Fixed()
-TOKEN = mint_token(SECRET, subject="me", ttl_s=600)
+TOKEN = mint_token(SECRET, subject="me", ttl_s=24 * 3600)  # module-level: valid however long the suite runs
 
 
 @settings(max_examples=300)
