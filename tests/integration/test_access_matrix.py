@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import pytest_asyncio
 
@@ -410,3 +412,71 @@ async def test_access_matrix(world: World, kind: str, case: Case) -> None:
     await check_list(world, case, kind, token)
     await check_watch(world, case, kind, token)
     await check_create(world, case, token)
+
+
+@pytest.mark.parametrize("kind", ["ce", "pat"])
+async def test_watch_and_list_filters_never_read_hidden_fields(world: World, kind: str) -> None:
+    """A caller's own filter sees a tunnel as the caller may see it: filtering on a field `select` hides
+    would otherwise tell, event by event, what the hidden field holds."""
+    token = await world.issue(kind, None, scopes(list={"select": {"name": True}}))
+    by_label = {"labels": {"env": "prod"}}
+    async with world.api(token) as client:
+        assert (await client.get("/tunnels", params={"params": json.dumps({"filters": by_label})})).json() == []
+        named = (await client.get("/tunnels", params={"params": json.dumps({"filters": {"name": "db"}})})).json()
+        assert named == [{"id": world.ids["db"], "name": "db"}]
+    assert world.owner is not None
+    async with watch(world, token, {"tunnels": {"OR": [by_label, {"name": "db-new"}]},
+                                    "events": ["tunnel.created"]}) as events:
+        snapshot = (await events.next())["object"]
+        assert snapshot["tunnels"] == []  # no label is visible to match
+        hidden = await world.owner.create_tunnel(name="web-new", **EVENT_PROBES["web-new"])  # env=prod
+        shown = await world.owner.create_tunnel(name="db-new", **EVENT_PROBES["db-new"])
+        try:
+            event = await events.next()  # db-new (by its visible name); web-new was skipped before it
+            assert event["object"] == {"id": shown.id, "name": "db-new"}
+        finally:
+            await hidden.close()
+            await shown.close()
+
+
+# ---- revocation ---------------------------------------------------------------------------------------------------
+
+
+async def revoke(world: World, kind: str, token: str) -> None:
+    if kind == "pat":
+        pats = await world.admin("GET", "/pats")
+        pat = next(p for p in pats if p["token_sha256"] == hashlib.sha256(token.encode()).hexdigest())
+        await world.admin("POST", f"/pats/{pat['id']}/revoke", {"reason": "test"})
+    else:
+        client_id = jwt.decode(token, options={"verify_signature": False})["clientId"]
+        await world.admin("POST", f"/apps/{client_id}/revoke", {"reason": "test"})
+
+
+async def refused_everywhere(world: World, token: str) -> None:
+    with pytest.raises(EngineRejected) as refused:
+        await world.engine.client(token).connect()
+    assert refused.value.code == ErrorCode.UNAUTHORIZED
+    with pytest.raises(EngineRejected) as refused:
+        await world.engine.client(token).dial("db", zero_rtt=False)
+    assert refused.value.code == ErrorCode.UNAUTHORIZED
+    assert await request_status(world, "web-prod", "/", token) == 401
+    async with world.api(token) as client:
+        for answer in [await client.get("/tunnels"), await client.post("/tokens", json={}),
+                       await client.get("/sse")]:
+            assert answer.status_code == 401, answer.text
+
+
+@pytest.mark.parametrize("kind", ["pat", "app"])
+async def test_revocation_refuses_the_credential_and_what_was_derived_from_it(world: World, kind: str) -> None:
+    token = await world.issue(kind, None, None)
+    async with world.api(token) as client:
+        derived = (await client.post("/tokens", json={"expires_in": 600})).json()["token"]
+        assert (await client.get("/tunnels")).status_code == 200
+    for usable in (token, derived):
+        control = await world.engine.client(usable).connect()
+        await control.close()
+        assert await dial_works(world, "db", usable, kind)
+        assert await request_status(world, "web-prod", "/", usable) == 200
+    await revoke(world, kind, token)
+    await refused_everywhere(world, token)
+    await refused_everywhere(world, derived)
