@@ -121,15 +121,21 @@ OPEN = CompiledPolicy.of(PolicyDocument())
 
 class PolicyBook:
     """The compiled policy of every project (an unknown project is open). `default_id` is the project of
-    credentials that name none (the engine's shared-secret tokens)."""
+    credentials that name none (the engine's shared-secret tokens); `workspace` knows each project's
+    workspace, so their tunnels carry it too (a workspace-targeted grant reads it)."""
 
     def __init__(self, policies: Mapping[str, PolicyDocument] | None = None) -> None:
         self._compiled = {project: CompiledPolicy.of(p) for project, p in (policies or {}).items()}
+        self._workspaces: Mapping[str, str] = {}
         self.default_id = DEFAULT_PROJECT
 
     def project(self, project_id: str | None) -> str:
         """`project_id`, or the default project's id for credentials without one."""
         return project_id or self.default_id
+
+    def workspace(self, project_id: str) -> str | None:
+        """The workspace of a known project, or None."""
+        return self._workspaces.get(project_id)
 
     def get(self, project_id: str | None) -> CompiledPolicy:
         return self._compiled.get(project_id or self.default_id, OPEN)
@@ -137,8 +143,11 @@ class PolicyBook:
     def set(self, project_id: str, policy: PolicyDocument) -> None:
         self._compiled[project_id] = CompiledPolicy.of(policy)
 
-    def replace(self, policies: Mapping[str, PolicyDocument], *, default_id: str | None = None) -> None:
-        """Every project's policy at once (a reload from the store)."""
+    def replace(self, policies: Mapping[str, PolicyDocument], *, default_id: str | None = None,
+                workspaces: Mapping[str, str] | None = None) -> None:
+        """Every project's policy (and workspace: project id → workspace id) at once (a reload from the store)."""
         self._compiled = {project: CompiledPolicy.of(p) for project, p in policies.items()}
+        if workspaces is not None:
+            self._workspaces = dict(workspaces)
         if default_id is not None:
             self.default_id = default_id

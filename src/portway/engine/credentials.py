@@ -70,7 +70,8 @@ class CredentialCache:
         default = next((p.id for p in projects.values() if p.name == "default"), None)
         policies = {project_id: (await get_access_policy(store, project_id)).policy for project_id in projects}
         self._pats, self._apps, self._revoked = pats, apps, revoked
-        self._policies.replace(policies, default_id=default)
+        self._policies.replace(policies, default_id=default,
+                               workspaces={p.id: p.workspace_id for p in projects.values()})
 
     def start(self, store: Store, every_s: float) -> None:
         """Reload every `every_s` seconds until `stop()` (changes made by other engines)."""

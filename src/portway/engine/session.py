@@ -46,7 +46,10 @@ class AgentSession(asyncio.Protocol):
         self.client_id = secrets.token_hex(12)
         self.opened_at = time.time()
         self.project_id = ctx.policies.project(principal.project_id)
-        self.workspace_id = principal.workspace_id if isinstance(principal, AccessPrincipal) else None
+        # The project's workspace: tokens without a project (ce, and tokens derived from them) work in the
+        # default project, so their tunnels are in its workspace, not in none.
+        self.workspace_id = ctx.policies.workspace(self.project_id) or (
+            principal.workspace_id if isinstance(principal, AccessPrincipal) else None)
         self.token_id = principal.token_id
         self.tunnels: dict[str, Tunnel] = {}
         self.transport: asyncio.Transport | None = None

@@ -68,8 +68,10 @@ class Watch:
         envelope = event.envelope()
         principal = self.request.principal
         if event.type in TUNNEL_EVENTS:
+            # The caller's filter reads the tunnel as the caller sees it (as in the snapshot): a filter on a
+            # field `select` hides must not tell, event by event, what that field holds.
             shown = visible(principal, event.object)
-            if shown is None:
+            if shown is None or not self.request.tunnels(shown):
                 return
             envelope["object"] = shown
         elif event.type in CLIENT_EVENTS:
@@ -88,7 +90,7 @@ class Watch:
         if request.events is not None and event.type not in request.events:
             return False
         if event.type in TUNNEL_EVENTS:
-            return request.tunnels(event.object)
+            return True  # filtered in `offer`, on what the subscriber may see
         if event.type in CLIENT_EVENTS:
             return request.clients(event.object)
         return False
