@@ -26,10 +26,10 @@ MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
 SLOW_CONSUMER = "the client did not keep up with the event stream"
 
 
-def summary_tunnel(event: EngineEvent) -> dict[str, Any]:
-    """The tunnel record a summary is matched against by tunnel filters: the routed tunnel's id, name,
-    protocol, hostname and labels, its client and owner (a stream that was not routed has only nulls)."""
-    obj = event.object
+def summary_tunnel(event: EngineEvent, obj: dict[str, Any]) -> dict[str, Any]:
+    """The tunnel record a summary (`obj`, as the subscriber sees it) is matched against by tunnel filters:
+    the routed tunnel's id, name, protocol, hostname and labels, its client and owner (a stream that was not
+    routed has only nulls)."""
     routed = (obj.get("routing") or {}).get("routed") or {}
     return {"id": obj.get("tunnel_id"), "client_id": obj.get("client_id"), "user_id": event.user_id,
             **(routed.get("tunnel") or {})}
@@ -79,14 +79,18 @@ class Watch:
                 if not unrestricted(principal) else set()
             if not client_visible(principal, event.object, owners):
                 return
-        elif not unrestricted(principal) and visible_summary(self._inventory, principal, event.object) is None:
-            return
+        else:
+            summary = event.object if unrestricted(principal) else \
+                visible_summary(self._inventory, principal, event.object)
+            if summary is None or not self.request.tunnels(summary_tunnel(event, summary)):
+                return
+            envelope["object"] = summary
         self._emit(envelope, event.type, event.id)
 
     def wants(self, event: EngineEvent) -> bool:
         request = self.request
         if event.type == SUMMARY_EVENT:
-            return request.summaries and request.tunnels(summary_tunnel(event))
+            return request.summaries  # filtered in `offer`, on what the subscriber may see
         if request.events is not None and event.type not in request.events:
             return False
         if event.type in TUNNEL_EVENTS:
@@ -154,7 +158,14 @@ class Watch:
 
 
 def visible_summary(inventory: Inventory, principal: Principal, summary: dict[str, Any]) -> dict[str, Any] | None:
-    """A stream summary for a restricted credential: only about a live tunnel it may list."""
+    """A stream summary for a restricted credential: only about a live tunnel it may list, and showing of
+    that tunnel only the fields its `select` lets it see."""
     tunnel_id = summary.get("tunnel_id")
-    shown = [t for t in visible_tunnels(inventory, principal) if t.get("id") == tunnel_id]
-    return summary if shown else None
+    shown = next((t for t in visible_tunnels(inventory, principal) if t.get("id") == tunnel_id), None)
+    if shown is None:
+        return None
+    routed = (summary.get("routing") or {}).get("routed")
+    if not routed or not isinstance(routed.get("tunnel"), dict):
+        return summary
+    tunnel = {k: v for k, v in routed["tunnel"].items() if k in shown}
+    return {**summary, "routing": {**summary["routing"], "routed": {**routed, "tunnel": tunnel}}}
