@@ -39,7 +39,7 @@ async def test_lifecycle_events_arrive_signed(tmp_path: Path) -> None:
         validate(document, "/api/webhooks", "post", "201", hook)
         secret = hook["secret"]
         assert secret.startswith("whsec_") and hook["events"] == ALL and hook["enabled"] is True
-        assert hook["project_id"] == "default" and hook["secret_hint"] == secret[:10] + "…"
+        assert hook["project_id"].startswith("prj_") and hook["secret_hint"] == secret[:10] + "…"
 
         listed = await client.get("/api/webhooks")
         validate(document, "/api/webhooks", "get", "200", listed.json())
@@ -62,6 +62,7 @@ async def test_lifecycle_events_arrive_signed(tmp_path: Path) -> None:
             assert headers["content-type"] == "application/json"
             assert headers["user-agent"] == f"portway-webhooks/{__version__}"
             assert event.user_id == "test"
+            assert event.project_id == hook["project_id"] and event.workspace_id.startswith("ws_")
             if event.type.startswith("tunnel."):
                 assert event.object["id"] == tunnel.id
             assert set(json.loads(item.body)) == {"id", "type", "created_at", "user_id", "workspace_id",

@@ -323,9 +323,10 @@ class LimitsSection(_Section):
 class WebhooksSection(_Section):
     """Portway: signed, durable delivery of lifecycle events to HTTP endpoints (docs/webhooks.md)."""
 
-    enabled: bool = Field(default=True, description="Record events for webhook endpoints and deliver them.")
-    database_file: OptionalText = Field(
-        default=None, description="SQLite file of endpoints, secrets and deliveries (null = <state dir>/portway.db)."
+    enabled: bool = Field(
+        default=True,
+        description="Record events for webhook endpoints and deliver them (endpoints and deliveries are kept in "
+                    "the control-plane store, `store.url`).",
     )
     timeout_seconds: Seconds = Field(default=10, description="One delivery attempt, connect to last byte.")
     concurrency: Count = Field(default=4, description="Delivery attempts in flight at once.")

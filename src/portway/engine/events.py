@@ -1,7 +1,8 @@
 """The engine's lifecycle events (§4.2): one in-process bus that signaling watches and the webhook
-recorder subscribe to. Publishing is synchronous and ordered — a subscriber has seen (and, for webhooks,
-stored) an event before the engine answers the agent whose action caused it — and each event has a
-sequence number, so a snapshot taken in the same tick as a subscription is exactly consistent with it.
+recorder subscribe to. Publishing is synchronous and ordered — every subscriber has seen an event before
+`publish` returns, and the engine answers the agent whose action caused it only `after_recorded` (webhook
+deliveries stored) — and each event has a sequence number, so a snapshot taken in the same tick as a
+subscription is exactly consistent with it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class EngineEvent:
     object: dict[str, Any]
     user_id: str | None = None
     project_id: str | None = None
+    workspace_id: str | None = None
     id: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat().replace("+00:00", "Z"))
 
@@ -51,7 +53,8 @@ class EngineEvent:
 
     def envelope(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "created_at": self.created_at, "user_id": self.user_id,
-                "workspace_id": None, "project_id": self.project_id, "cluster_id": None, "object": self.object}
+                "workspace_id": self.workspace_id, "project_id": self.project_id, "cluster_id": None,
+                "object": self.object}
 
     def to_json(self) -> str:
         return json.dumps(self.envelope(), separators=(",", ":"))
@@ -65,6 +68,7 @@ class EventBus:
         self._subscribers: dict[int, Subscriber] = {}
         self._keys = itertools.count()
         self.seq = 0  # of the last event published
+        self._barrier: Callable[[Callable[[], None]], None] | None = None
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -75,10 +79,23 @@ class EventBus:
         self._subscribers[key] = callback
         return lambda: self._subscribers.pop(key, None) and None
 
+    def hold_answers(self, barrier: Callable[[Callable[[], None]], None] | None) -> None:
+        """Install the webhook recorder's `after_recorded` (None: remove it); see `after_recorded`."""
+        self._barrier = barrier
+
+    def after_recorded(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the events published so far are durably recorded (at once when nothing
+        records them). The engine sends an agent its answer this way, so an acknowledged action has its
+        webhook deliveries stored."""
+        if self._barrier is None:
+            callback()
+        else:
+            self._barrier(callback)
+
     def publish(self, kind: str, obj: dict[str, Any], *, user_id: str | None = None,
-                project_id: str | None = None) -> EngineEvent:
+                project_id: str | None = None, workspace_id: str | None = None) -> EngineEvent:
         self.seq += 1
-        event = EngineEvent(self.seq, kind, obj, user_id=user_id, project_id=project_id)
+        event = EngineEvent(self.seq, kind, obj, user_id=user_id, project_id=project_id, workspace_id=workspace_id)
         for key, callback in list(self._subscribers.items()):
             try:
                 callback(event)

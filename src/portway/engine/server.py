@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from portway import __version__
 from portway.engine.access.tokens import AccessVerifier
-from portway.engine.api import webhook_routes  # noqa: F401 - registers the /api/webhooks routes
 from portway.engine.auth import TokenVerifier
 from portway.engine.broker import StreamBroker
 from portway.engine.certs import CertFiles, CertWatcher, load_chain
@@ -35,12 +34,13 @@ from portway.engine.metrics import engine_registry
 from portway.engine.metricsserver import MetricsServer
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
-from portway.engine.webhooks import RetrySchedule, StoreError, WebhookService, WebhookSettings
+from portway.engine.webhooks import RetrySchedule
 from portway.errors import ConfigError
 from portway.wire.codes import ALPN
 
 if TYPE_CHECKING:
     from portway.engine.store import Store
+    from portway.engine.webhooks.service import WebhookService
 
 log = logging.getLogger("portway.engine")
 
@@ -83,19 +83,25 @@ async def _drain_streams(ctx: EngineContext, deadline: float) -> None:
         ctx.streams.close(abort=True)
 
 
-def _open_webhooks(cfg: EngineConfig, state: EngineState) -> WebhookService:
-    """The webhook service on `webhooks.database_file` (default: `portway.db` in the state directory)."""
+async def _open_webhooks(cfg: EngineConfig, store: Store, state_dir: Path) -> WebhookService:
+    """The webhook service over the store's `webhook_*` tables (imported here for the reason `_open_store`
+    gives)."""
+    from portway.engine.webhooks.service import WebhookService, WebhookSettings  # noqa: PLC0415
+    from portway.engine.webhooks.store import StoreError  # noqa: PLC0415
+
     section = cfg.webhooks
-    path = Path(section.database_file) if section.database_file else state.state_dir / "portway.db"
     schedule = RetrySchedule(base_s=section.retry_base_seconds, cap_s=section.retry_cap_seconds,
                              horizon_s=section.retry_horizon_seconds, max_attempts=section.max_attempts)
     settings = WebhookSettings(schedule=schedule, timeout_s=section.timeout_seconds, concurrency=section.concurrency,
                                lease_s=section.lease_seconds, rotation_grace_s=section.rotation_grace_seconds,
-                               retention_s=section.retention_seconds)
+                               retention_s=section.retention_seconds, refresh_s=cfg.store.refresh_seconds)
+    if (state_dir / "portway.db").exists():
+        log.warning("webhooks: %s is from an earlier Portway and is no longer read; endpoints now live in the "
+                    "control-plane store (create them again: portway webhook create)", state_dir / "portway.db")
     try:
-        return WebhookService.open(path, settings, version=__version__)
-    except (StoreError, OSError) as error:
-        raise ConfigError(f"webhooks.database_file: cannot open {path}: {error}") from None
+        return await WebhookService.open(store, settings, version=__version__)
+    except StoreError as error:
+        raise ConfigError(f"webhooks: cannot read the webhook endpoints: {error}") from None
 
 
 async def _open_store(cfg: EngineConfig, state: EngineState) -> Store:
@@ -105,7 +111,7 @@ async def _open_store(cfg: EngineConfig, state: EngineState) -> Store:
     command would pay, while only a starting engine needs them (and the admin routes they serve)."""
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from portway.engine.api import admin_routes  # noqa: F401, PLC0415 - registers the /api/admin routes
+    from portway.engine.api import admin_routes, webhook_routes  # noqa: F401, PLC0415 - register their routes
     from portway.engine.store import Store, store_url  # noqa: PLC0415
 
     url = store_url(cfg.store.url, state.state_dir)
@@ -171,7 +177,7 @@ class Engine:
                             public_port=0, agent_tls=agent_tls, edge_tls=edge_tls, cert_files=self.cert_files,
                             version=__version__, geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
                             h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
-        ctx.services.update(store=store, signer=verifier)
+        ctx.services.update(store=store, signer=verifier, policies=ctx.policies)
         self.store = store
         credentials = CredentialCache(ctx.policies)
         try:
@@ -211,13 +217,14 @@ class Engine:
             self.metrics = metrics
         if cfg.webhooks.enabled:
             try:
-                self._webhooks = _open_webhooks(cfg, self.state)
+                self._webhooks = await _open_webhooks(cfg, store, self.state.state_dir)
             except ConfigError:
                 self._listener.stop()
                 if self._http is not None:
                     self._http.stop()
                 if self.metrics is not None:
                     await self.metrics.close()
+                await store.close()
                 raise
             ctx.services["webhooks"] = self._webhooks
             self._webhooks.attach(ctx.events)
@@ -288,7 +295,7 @@ class Engine:
         await _drain_streams(ctx, deadline)
         if self._webhooks is not None:  # after the sessions: their last events are recorded first
             await self._webhooks.stop()
-            self._webhooks.close()
+            self._webhooks.detach()
         if isinstance(ctx.geoip, GeoIPDatabase):
             ctx.geoip.close()
         if self._http is not None:

@@ -72,7 +72,6 @@ class AgentSession(asyncio.Protocol):
         conn.accepted(self.client_id, ServerDetails(agent="portway-engine", channel="self-hosted",
                                                     version=self.ctx.version, plan="self-hosted",
                                                     provider="portway", region="local"))
-        self._flush()
         self._arm_timer()
         self.ctx.sessions.add(self)
         self._announce("client.created")
@@ -81,8 +80,17 @@ class AgentSession(asyncio.Protocol):
         log.info("control channel open: client %s agent=%s version=%s from %s (liveness %s)",
                  self.client_id, self.details.agent, self.details.version, self.peer,
                  f"{agreed[0]}ms/{agreed[1]}ms" if agreed else "legacy")
-        if rest:
-            self.data_received(rest)
+        transport.pause_reading()  # nothing is answered before the acceptance, held for webhook recording
+
+        def accept() -> None:
+            if self._closed:
+                return
+            self._flush()
+            transport.resume_reading()
+            if rest:
+                self.data_received(rest)
+
+        self.ctx.events.after_recorded(accept)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # pragma: no cover - set in start()
         pass
@@ -211,10 +219,14 @@ class AgentSession(asyncio.Protocol):
                  tunnel.props.name, tunnel.props.hostname, tunnel.props.port)
 
     def _reply(self, write: Callable[[EngineControlConnection], None]) -> None:
-        """Queue an answer on the protocol core and send it (nothing once the channel closed)."""
-        if self._conn is not None and not self._closed:
-            write(self._conn)
-            self._flush()
+        """Send an answer once the events published so far are recorded for webhooks (events.py), in the
+        order answers were made; nothing once the channel closed."""
+        def send() -> None:
+            if self._conn is not None and not self._closed:
+                write(self._conn)
+                self._flush()
+
+        self.ctx.events.after_recorded(send)
 
     async def _create_tunnel(self, requested: TunnelProperties) -> Tunnel:
         ctx = self.ctx
@@ -302,7 +314,8 @@ class AgentSession(asyncio.Protocol):
         view = client_view(self) if tunnel is None else tunnel_view(tunnel)
         if kind.endswith(".deleted"):
             view.status = "offline"
-        self.ctx.events.publish(kind, view.model_dump(mode="json"), user_id=self.principal.subject)
+        self.ctx.events.publish(kind, view.model_dump(mode="json"), user_id=self.principal.subject,
+                                project_id=self.project_id, workspace_id=self.workspace_id)
 
     def _withdraw(self, tunnel: Tunnel, *, reserve: bool = False) -> None:
         self.tunnels.pop(tunnel.id, None)

@@ -10,7 +10,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -101,3 +113,72 @@ class AccessPolicyRow(Base):
     document: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime]
     created_by: Mapped[str | None] = mapped_column(String(255))
+
+
+# ---- webhooks (engine/webhooks/store.py). Times here are epoch seconds (float): leases and retry times are
+# compared and computed arithmetically, the same way on SQLite and PostgreSQL.
+
+
+class WebhookEndpointRow(Base):
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class WebhookSecretRow(Base):
+    """A signing secret; several are active during a rotation's grace period (`expires_at` set)."""
+
+    __tablename__ = "webhook_secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    secret: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float | None] = mapped_column(Double)
+
+
+class WebhookEventRow(Base):
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(63))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded_at: Mapped[float] = mapped_column(Double)
+
+
+class WebhookDeliveryRow(Base):
+    """One event owed to one endpoint. A dispatcher holds it while `lease_until` is in the future."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("webhook_deliveries_due", "status", "next_attempt_at"),
+                      Index("webhook_deliveries_by_endpoint", "endpoint_id", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Double)
+    next_attempt_at: Mapped[float | None] = mapped_column(Double)
+    deadline_at: Mapped[float] = mapped_column(Double)
+    lease_until: Mapped[float | None] = mapped_column(Double)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    redelivery_of: Mapped[str | None] = mapped_column(String(40))
+
+
+class WebhookAttemptRow(Base):
+    __tablename__ = "webhook_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[float] = mapped_column(Double)
+    latency_ms: Mapped[float] = mapped_column(Double)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -4,11 +4,12 @@ project when opened, so a fresh engine has somewhere to put credentials."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -39,12 +40,31 @@ def store_url(url: str | None, state_dir: Path) -> URL:
     return parsed
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    """Foreign keys on (SQLite leaves them off), and a busy timeout so concurrent writers wait, not fail."""
+def _sqlite_connect(dbapi_connection: object, _record: object) -> None:
+    """Foreign keys on (SQLite leaves them off); a busy timeout so concurrent writers wait, not fail; WAL with
+    full syncs (a commit is on disk when it returns); and transactions begun by us, not the driver (below)."""
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    """Every transaction takes the write lock at once (BEGIN IMMEDIATE). A deferred one that reads, then
+    writes after another connection committed fails with SQLITE_BUSY instead of waiting; the webhook
+    leases (read due deliveries, then take them) would hit that whenever the recorder wrote meanwhile."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file readable by the engine's user only: it holds webhook signing secrets and the
+    hashes of credentials (SQLite gives its -wal and -shm files the same mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
 
 
 class Store:
@@ -59,12 +79,16 @@ class Store:
         """Connect, migrate to head and seed the default workspace and project."""
         # SQLite: one connection per transaction, closed after it (NullPool) — a file needs no pool, and a
         # pooled aiosqlite connection would outlive the event loop of a test or an engine that stops.
-        if make_url(url).get_backend_name() == "sqlite":
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                _private_file(Path(parsed.database))
             engine = create_async_engine(url, poolclass=NullPool)
         else:
             engine = create_async_engine(url, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _sqlite_begin)
         store = cls(engine)
         try:
             await migrate.upgrade(engine)

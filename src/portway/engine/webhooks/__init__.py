@@ -1,23 +1,13 @@
 """Webhooks (§4.3): durable, signed delivery of lifecycle events to HTTP endpoints.
 
-Pure pieces — `secret` (format), `signature` (the header), `schedule` (retries), `url` (what is accepted) —
-and the I/O around them: `store` (SQLite), `dispatcher` (the POST loop), `service` (the whole, as the
-engine and its API see it). Design notes: docs/webhooks.md.
+Pure pieces — `records`, `secret` (format), `signature` (the header), `schedule` (retries), `url` (what is
+accepted) — and the I/O around them: `store` (the `webhook_*` tables of the control-plane store), `recorder`
+(bus events into stored deliveries), `dispatcher` (the POST loop), `service` (the whole, as the engine and
+its API see it). Only the pure pieces are imported here: the others load SQLAlchemy, which only a starting
+engine needs. Design notes: docs/webhooks.md.
 """
 
-from portway.engine.webhooks.records import DEFAULT_PROJECT, DELIVERABLE_EVENTS, Attempt, Delivery, Endpoint
+from portway.engine.webhooks.records import DELIVERABLE_EVENTS, Attempt, Delivery, Endpoint
 from portway.engine.webhooks.schedule import RetrySchedule
-from portway.engine.webhooks.service import WebhookService, WebhookSettings
-from portway.engine.webhooks.store import StoreError
 
-__all__ = [
-    "DEFAULT_PROJECT",
-    "DELIVERABLE_EVENTS",
-    "Attempt",
-    "Delivery",
-    "Endpoint",
-    "RetrySchedule",
-    "StoreError",
-    "WebhookService",
-    "WebhookSettings",
-]
+__all__ = ["DELIVERABLE_EVENTS", "Attempt", "Delivery", "Endpoint", "RetrySchedule"]

@@ -69,9 +69,8 @@ class Dispatcher:
                     self._wake.clear()
                     free = self._concurrency - len(inflight)
                     try:
-                        leases = self._store.lease(now=self._clock(), limit=free, lease_s=self._lease_s,
-                                                   owner=self.owner) if free > 0 else []
-                        wakeup = self._store.next_wakeup()
+                        leases, wakeup = await self._store.lease(now=self._clock(), limit=free,
+                                                                 lease_s=self._lease_s, owner=self.owner)
                     except StoreError:
                         log.exception("cannot read due webhook deliveries; retrying")
                         leases, wakeup = [], self._clock() + _STORE_RETRY_S
@@ -87,7 +86,7 @@ class Dispatcher:
                         await asyncio.wait_for(self._wake.wait(), delay)
         finally:
             with contextlib.suppress(StoreError):
-                self._store.release(self.owner)
+                await self._store.release(self.owner)
 
     async def _attempt(self, client: httpx.AsyncClient, lease: Lease) -> None:
         """One POST and its record. Never raises (the task group would cancel its siblings)."""
@@ -95,12 +94,12 @@ class Dispatcher:
             attempt = await self._post(client, lease)
             number = attempt.number
             if attempt.status_code is not None and 200 <= attempt.status_code < 300:
-                self._store.finish(lease, self.owner, attempt, status="delivered", next_attempt_at=None)
+                await self._store.finish(lease, self.owner, attempt, status="delivered", next_attempt_at=None)
                 return
             now = self._clock()
             retry_at = self._schedule.next_attempt(failures=number, now=now, deadline=lease.deadline_at,
                                                    draw=self._draw())
-            self._store.finish(lease, self.owner, attempt, status="pending" if retry_at else "failed",
+            await self._store.finish(lease, self.owner, attempt, status="pending" if retry_at else "failed",
                                next_attempt_at=retry_at)
             outcome = f"retry in {retry_at - now:.1f}s" if retry_at else "failed for good"
             log.info("webhook delivery %s (event %s) to %s: attempt %d: %s; %s", lease.delivery_id, lease.event_id,
@@ -111,7 +110,7 @@ class Dispatcher:
     async def _post(self, client: httpx.AsyncClient, lease: Lease) -> Attempt:
         number = lease.failures + 1
         started = self._clock()
-        keys = self._store.secrets(lease.endpoint_id, now=started)
+        keys = await self._store.secrets(lease.endpoint_id, now=started)
         headers = signature.delivery_headers(lease.body, keys, int(started), event_id=lease.event_id,
                                              event_type=lease.event_type, webhook_id=lease.endpoint_id,
                                              delivery_id=lease.delivery_id)

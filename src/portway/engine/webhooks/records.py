@@ -1,4 +1,4 @@
-"""What the webhook store holds, as frozen records (store.py reads and writes them; the API shows them)."""
+"""What the webhook tables hold, as frozen records (store.py reads and writes them; the API shows them)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Literal
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 DELIVERABLE_EVENTS = ("client.created", "client.deleted", "tunnel.created", "tunnel.deleted")  # §4.3 catalog
-DEFAULT_PROJECT = "default"  # every endpoint's project until projects exist
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,70 +1,44 @@
-"""Durable webhook state in one SQLite file (stdlib sqlite3, WAL): endpoints, their secrets, recorded
-events, deliveries and every attempt.
+"""Durable webhook state in the control-plane store (SQLite or PostgreSQL): endpoints, their secrets,
+recorded events, deliveries and every attempt. Tables: store/schema.py (`webhook_*`).
 
 Why this shape:
-- an event and its deliveries are inserted in one transaction, synchronously, before the engine answers
-  the agent whose action caused it, so an acknowledged action always has its deliveries on disk;
-- a dispatcher takes due deliveries with a *lease* (`lease_until`, `lease_owner`) inside a write
-  transaction, so two dispatchers (or one restarted after a crash) never attempt the same delivery at
-  once; a lease left by a killed process simply expires and the delivery becomes due again;
-- `synchronous=FULL`: a commit is on disk when it returns (a crash of the machine, not only of the engine,
-  loses nothing already acknowledged).
+- `record()` inserts a batch of events and their deliveries in one transaction; the recorder holds the
+  engine's answers to agents until it commits, so an acknowledged action always has its deliveries stored;
+- a dispatcher takes a due delivery with a *lease* (`lease_until`, `lease_owner`) by a conditional UPDATE
+  (`... WHERE the lease is free`), which exactly one writer can win on either database, so two dispatchers
+  (two engines on one PostgreSQL, or one restarted after a crash) never attempt the same delivery at once;
+  a lease left by a killed process simply expires and the delivery becomes due again.
 
-All methods are synchronous and fast (local file, small rows); they run on the engine's loop thread.
-sqlite3 errors are translated into `StoreError` here.
+Every function takes the `Store` and is async; SQLAlchemy errors become `StoreError`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import secrets
-import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
+from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from portway.engine.store.schema import (
+    WebhookAttemptRow,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+    WebhookEventRow,
+    WebhookSecretRow,
+)
+from portway.engine.store.store import Store
 from portway.engine.webhooks.records import Attempt, Delivery, DeliveryStatus, Endpoint, Lease
 from portway.engine.webhooks.secret import mask
 from portway.errors import PortwayError
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS endpoints (
-    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, url TEXT NOT NULL, event_types TEXT NOT NULL,
-    enabled INTEGER NOT NULL, created_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS secrets (
-    endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE, secret TEXT NOT NULL,
-    created_at REAL NOT NULL, expires_at REAL);
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY, type TEXT NOT NULL, body BLOB NOT NULL, recorded_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id TEXT PRIMARY KEY, endpoint_id TEXT NOT NULL REFERENCES endpoints(id) ON DELETE CASCADE,
-    event_id TEXT NOT NULL REFERENCES events(id), status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, next_attempt_at REAL, deadline_at REAL NOT NULL,
-    lease_until REAL, lease_owner TEXT, redelivery_of TEXT);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS deliveries_by_endpoint ON deliveries (endpoint_id, created_at);
-CREATE TABLE IF NOT EXISTS attempts (
-    delivery_id TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE, number INTEGER NOT NULL,
-    started_at REAL NOT NULL, latency_ms REAL NOT NULL, status_code INTEGER, response_excerpt TEXT, error TEXT,
-    PRIMARY KEY (delivery_id, number));
-"""
-_DELIVERY = ("SELECT d.id, d.endpoint_id, d.event_id, e.type, d.status, d.attempts, d.created_at, "
-             "d.next_attempt_at, d.deadline_at, d.redelivery_of FROM deliveries d JOIN events e ON e.id = d.event_id")
-
 
 class StoreError(PortwayError):
-    """The webhook database failed (disk full, corrupt file, locked for too long)."""
-
-
-@contextlib.contextmanager
-def _translated() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as failure:
-        raise StoreError(f"webhook database: {failure}") from failure
+    """The webhook tables could not be read or written (database unreachable, disk full, locked too long)."""
 
 
 def new_id(prefix: str) -> str:
@@ -72,193 +46,243 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
 
 
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """An enabled endpoint as the recorder needs it: whose events, and which types."""
+
+    endpoint_id: str
+    project_id: str
+    event_types: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event to store with one delivery per endpoint in `endpoint_ids`."""
+
+    event_id: str
+    event_type: str
+    body: bytes
+    endpoint_ids: tuple[str, ...]
+
+
 class WebhookStore:
-    """One open database. `open()` creates it (mode 0600: it holds signing secrets); `close()` when done."""
+    """The webhook tables of one open `Store` (which the engine owns and closes)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
-    @classmethod
-    def open(cls, path: Path) -> WebhookStore:
-        with _translated():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite gives its -wal/-shm the same mode
-            db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(f"{path} was written by a newer Portway (schema {version})")
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            except BaseException:
-                db.close()
-                raise
-        return cls(db)
-
-    def close(self) -> None:
-        self._db.close()
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, taken at once (IMMEDIATE) so leases cannot interleave."""
-        with _translated():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        with _translated():
-            return list(self._db.execute(sql, args).fetchall())
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._store.transaction() as session:
+                yield session
+        except SQLAlchemyError as failure:
+            raise StoreError(f"webhook tables: {type(failure).__name__}: {failure.args[0] if failure.args else ''}"
+                             ) from failure
 
     # ---- endpoints and secrets
 
-    def create_endpoint(self, *, project_id: str, url: str, event_types: Sequence[str], enabled: bool,
-                        secret: str, now: float) -> Endpoint:
+    async def create_endpoint(self, *, project_id: str, url: str, event_types: Sequence[str], enabled: bool,
+                              secret: str, now: float) -> Endpoint:
         endpoint_id = new_id("wh")
-        with self._tx() as db:
-            db.execute("INSERT INTO endpoints VALUES (?, ?, ?, ?, ?, ?)",
-                       (endpoint_id, project_id, url, json.dumps(list(event_types)), int(enabled), now))
-            db.execute("INSERT INTO secrets VALUES (?, ?, ?, NULL)", (endpoint_id, secret, now))
-        found = self.endpoint(endpoint_id, now=now)
+        async with self._tx() as session:
+            session.add(WebhookEndpointRow(id=endpoint_id, project_id=project_id, url=url,
+                                           event_types=list(event_types), enabled=enabled, created_at=now))
+            await session.flush()
+            session.add(WebhookSecretRow(endpoint_id=endpoint_id, secret=secret, created_at=now, expires_at=None))
+        found = await self.endpoint(endpoint_id, project_id=project_id, now=now)
         assert found is not None
         return found
 
-    def endpoints(self, project_id: str, *, now: float) -> list[Endpoint]:
-        ids = self._rows("SELECT id FROM endpoints WHERE project_id = ? ORDER BY created_at, id", (project_id,))
-        return [e for (endpoint_id,) in ids if (e := self.endpoint(str(endpoint_id), now=now)) is not None]
+    async def endpoints(self, project_id: str, *, now: float) -> list[Endpoint]:
+        async with self._tx() as session:
+            rows = list(await session.scalars(select(WebhookEndpointRow).where(
+                WebhookEndpointRow.project_id == project_id).order_by(WebhookEndpointRow.created_at,
+                                                                      WebhookEndpointRow.id)))
+            return [await _endpoint(session, row, now) for row in rows]
 
-    def endpoint(self, endpoint_id: str, *, now: float) -> Endpoint | None:
-        rows = self._rows("SELECT id, project_id, url, event_types, enabled, created_at FROM endpoints "
-                          "WHERE id = ?", (endpoint_id,))
-        if not rows:
-            return None
-        found, project, url, kinds, enabled, created = rows[0]
-        active = self.secrets(endpoint_id, now=now)
-        return Endpoint(id=str(found), project_id=str(project), url=str(url),
-                        event_types=tuple(json.loads(str(kinds))), enabled=bool(enabled),
-                        created_at=float(created),  # type: ignore[arg-type]
-                        secret_hint=mask(active[0]) if active else "", secrets_active=len(active))
+    async def endpoint(self, endpoint_id: str, *, project_id: str | None, now: float) -> Endpoint | None:
+        """One endpoint; with `project_id`, only if it belongs to that project."""
+        async with self._tx() as session:
+            row = await session.get(WebhookEndpointRow, endpoint_id)
+            if row is None or (project_id is not None and row.project_id != project_id):
+                return None
+            return await _endpoint(session, row, now)
 
-    def delete_endpoint(self, endpoint_id: str) -> bool:
-        """Remove an endpoint with its secrets, deliveries and attempts; False if there was none."""
-        with self._tx() as db:
-            return db.execute("DELETE FROM endpoints WHERE id = ?", (endpoint_id,)).rowcount > 0
+    async def delete_endpoint(self, endpoint_id: str, *, project_id: str) -> bool:
+        """Remove an endpoint with its secrets, deliveries and attempts; False if the project has none such."""
+        async with self._tx() as session:
+            done = await session.execute(delete(WebhookEndpointRow).where(
+                WebhookEndpointRow.id == endpoint_id, WebhookEndpointRow.project_id == project_id))
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
-    def secrets(self, endpoint_id: str, *, now: float) -> list[str]:
+    async def secrets(self, endpoint_id: str, *, now: float) -> list[str]:
         """The secrets that sign deliveries now, newest first."""
-        rows = self._rows("SELECT secret FROM secrets WHERE endpoint_id = ? AND (expires_at IS NULL OR "
-                          "expires_at > ?) ORDER BY created_at DESC, rowid DESC", (endpoint_id, now))
-        return [str(secret) for (secret,) in rows]
+        async with self._tx() as session:
+            return await _secrets(session, endpoint_id, now)
 
-    def rotate(self, endpoint_id: str, *, secret: str, now: float, grace_s: float) -> bool:
+    async def rotate(self, endpoint_id: str, *, project_id: str, secret: str, now: float, grace_s: float) -> bool:
         """Make `secret` the endpoint's newest; the current ones keep signing for `grace_s` seconds."""
-        with self._tx() as db:
-            if db.execute("SELECT 1 FROM endpoints WHERE id = ?", (endpoint_id,)).fetchone() is None:
+        until = now + grace_s
+        async with self._tx() as session:
+            row = await session.get(WebhookEndpointRow, endpoint_id)
+            if row is None or row.project_id != project_id:
                 return False
-            db.execute("DELETE FROM secrets WHERE endpoint_id = ? AND expires_at <= ?", (endpoint_id, now))
-            db.execute("UPDATE secrets SET expires_at = ? WHERE endpoint_id = ? AND (expires_at IS NULL OR "
-                       "expires_at > ?)", (now + grace_s, endpoint_id, now + grace_s))
-            db.execute("INSERT INTO secrets VALUES (?, ?, ?, NULL)", (endpoint_id, secret, now))
+            owned = WebhookSecretRow.endpoint_id == endpoint_id
+            await session.execute(delete(WebhookSecretRow).where(owned, WebhookSecretRow.expires_at <= now))
+            await session.execute(update(WebhookSecretRow).where(
+                owned, (WebhookSecretRow.expires_at.is_(None)) | (WebhookSecretRow.expires_at > until)
+            ).values(expires_at=until))
+            session.add(WebhookSecretRow(endpoint_id=endpoint_id, secret=secret, created_at=now, expires_at=None))
         return True
 
-    def subscribers(self, project_id: str, event_type: str) -> list[str]:
-        """Enabled endpoints of the project that want `event_type`."""
-        rows = self._rows("SELECT id, event_types FROM endpoints WHERE project_id = ? AND enabled = 1",
-                          (project_id,))
-        return [str(endpoint_id) for endpoint_id, kinds in rows if event_type in json.loads(str(kinds))]
+    async def subscriptions(self) -> list[Subscription]:
+        """Every enabled endpoint (the recorder keeps them in memory)."""
+        async with self._tx() as session:
+            rows = await session.scalars(select(WebhookEndpointRow).where(WebhookEndpointRow.enabled.is_(True)))
+            return [Subscription(r.id, r.project_id, frozenset(r.event_types)) for r in rows]
 
     # ---- events and deliveries
 
-    def record(self, *, event_id: str, event_type: str, body: bytes, endpoint_ids: Sequence[str], now: float,
-               deadline: float) -> list[str]:
-        """Store an event and one due delivery per endpoint, in one transaction; the delivery ids."""
-        ids = [new_id("dlv") for _ in endpoint_ids]
-        with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?)", (event_id, event_type, body, now))
-            db.executemany("INSERT INTO deliveries (id, endpoint_id, event_id, status, created_at, next_attempt_at, "
-                           "deadline_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                           [(i, e, event_id, now, now, deadline) for i, e in zip(ids, endpoint_ids, strict=True)])
-        return ids
+    async def record(self, events: Sequence[PendingEvent], *, now: float, deadline: float) -> int:
+        """Store events and one due delivery per (still existing) endpoint, in one transaction; how many
+        deliveries. An endpoint deleted since the recorder looked is skipped, not an error."""
+        wanted = {e for event in events for e in event.endpoint_ids}
+        async with self._tx() as session:
+            alive = set(await session.scalars(select(WebhookEndpointRow.id).where(
+                WebhookEndpointRow.id.in_(wanted)))) if wanted else set()
+            count = 0
+            for event in events:
+                targets = [e for e in event.endpoint_ids if e in alive]
+                if not targets or await session.get(WebhookEventRow, event.event_id) is not None:
+                    continue
+                session.add(WebhookEventRow(id=event.event_id, type=event.event_type, body=event.body,
+                                            recorded_at=now))
+                await session.flush()
+                session.add_all(WebhookDeliveryRow(id=new_id("dlv"), endpoint_id=e, event_id=event.event_id,
+                                                   status="pending", attempts=0, created_at=now, next_attempt_at=now,
+                                                   deadline_at=deadline) for e in targets)
+                count += len(targets)
+        return count
 
-    def lease(self, *, now: float, limit: int, lease_s: float, owner: str) -> list[Lease]:
-        """Take up to `limit` due deliveries whose lease is free or expired, until `now + lease_s`."""
+    async def lease(self, *, now: float, limit: int, lease_s: float, owner: str) -> tuple[list[Lease], float | None]:
+        """Take up to `limit` due deliveries whose lease is free or expired, until `now + lease_s`; and when the
+        next pending delivery becomes due or its lease expires (None: nothing pending). One transaction: the
+        dispatcher asks this on every turn."""
         until = now + lease_s
-        with self._tx() as db:
-            rows = db.execute(
-                "SELECT d.id, d.endpoint_id, n.url, e.id, e.type, e.body, d.attempts, d.deadline_at "
-                "FROM deliveries d JOIN events e ON e.id = d.event_id JOIN endpoints n ON n.id = d.endpoint_id "
-                "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR "
-                "d.lease_until <= ?) ORDER BY d.next_attempt_at LIMIT ?", (now, now, limit)).fetchall()
-            db.executemany("UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?",
-                           [(until, owner, row[0]) for row in rows])
-        return [Lease(delivery_id=r[0], endpoint_id=r[1], url=r[2], event_id=r[3], event_type=r[4], body=bytes(r[5]),
-                      failures=r[6], deadline_at=r[7], until=until) for r in rows]
+        d = WebhookDeliveryRow
+        free = (d.lease_until.is_(None)) | (d.lease_until <= now)
+        due = (d.status == "pending", d.next_attempt_at <= now, free)
+        later = case((d.lease_until > d.next_attempt_at, d.lease_until), else_=d.next_attempt_at)
+        async with self._tx() as session:
+            taken: list[str] = []
+            if limit > 0:
+                candidates = list(await session.scalars(select(d.id).where(*due).order_by(d.next_attempt_at)
+                                                        .limit(limit)))
+                for delivery_id in candidates:  # each UPDATE wins only if nobody took the lease meanwhile
+                    won = await session.execute(update(d).where(d.id == delivery_id, *due)
+                                                .values(lease_until=until, lease_owner=owner))
+                    if won.rowcount:  # type: ignore[attr-defined]
+                        taken.append(delivery_id)
+            rows = (await session.execute(
+                select(d, WebhookEndpointRow.url, WebhookEventRow)
+                .join(WebhookEndpointRow, WebhookEndpointRow.id == d.endpoint_id)
+                .join(WebhookEventRow, WebhookEventRow.id == d.event_id)
+                .where(d.id.in_(taken)).order_by(d.next_attempt_at))).all() if taken else []
+            wakeup = await session.scalar(select(func.min(later)).where(d.status == "pending"))
+        leases = [Lease(delivery_id=row.id, endpoint_id=row.endpoint_id, url=url, event_id=e.id, event_type=e.type,
+                        body=bytes(e.body), failures=row.attempts, deadline_at=row.deadline_at, until=until)
+                  for row, url, e in rows]
+        return leases, float(wakeup) if wakeup is not None else None
 
-    def finish(self, lease: Lease, owner: str, attempt: Attempt, *, status: DeliveryStatus,
-               next_attempt_at: float | None) -> bool:
+    async def finish(self, lease: Lease, owner: str, attempt: Attempt, *, status: DeliveryStatus,
+                     next_attempt_at: float | None) -> bool:
         """Record an attempt and the delivery's new state, if `owner` still holds the lease."""
-        with self._tx() as db:
-            held = db.execute("UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, "
-                              "lease_until = NULL, lease_owner = NULL WHERE id = ? AND lease_owner = ?",
-                              (status, attempt.number, next_attempt_at, lease.delivery_id, owner)).rowcount
-            if held:
-                db.execute("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (lease.delivery_id, attempt.number, attempt.started_at, attempt.latency_ms,
-                            attempt.status_code, attempt.response_excerpt, attempt.error))
-        return held > 0
+        async with self._tx() as session:
+            held = await session.execute(update(WebhookDeliveryRow).where(
+                WebhookDeliveryRow.id == lease.delivery_id, WebhookDeliveryRow.lease_owner == owner
+            ).values(status=status, attempts=attempt.number, next_attempt_at=next_attempt_at, lease_until=None,
+                     lease_owner=None))
+            if not held.rowcount:  # type: ignore[attr-defined]
+                return False
+            session.add(WebhookAttemptRow(delivery_id=lease.delivery_id, number=attempt.number,
+                                          started_at=attempt.started_at, latency_ms=attempt.latency_ms,
+                                          status_code=attempt.status_code,
+                                          response_excerpt=attempt.response_excerpt, error=attempt.error))
+        return True
 
-    def release(self, owner: str) -> None:
+    async def release(self, owner: str) -> None:
         """Give back every lease of `owner` (a clean stop): those deliveries are due again at once."""
-        with self._tx() as db:
-            db.execute("UPDATE deliveries SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = ?",
-                       (owner,))
+        async with self._tx() as session:
+            await session.execute(update(WebhookDeliveryRow).where(WebhookDeliveryRow.lease_owner == owner)
+                                  .values(lease_until=None, lease_owner=None))
 
-    def next_wakeup(self) -> float | None:
-        """When some pending delivery becomes due or its lease expires (None: nothing pending)."""
-        rows = self._rows("SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries "
-                          "WHERE status = 'pending'")
-        value = rows[0][0]
-        return float(value) if value is not None else None  # type: ignore[arg-type]
+    async def deliveries(self, endpoint_id: str, *, limit: int) -> list[tuple[Delivery, list[Attempt]]]:
+        """The endpoint's deliveries, newest first, each with its attempts."""
+        async with self._tx() as session:
+            rows = (await session.execute(_DELIVERY.where(WebhookDeliveryRow.endpoint_id == endpoint_id).order_by(
+                WebhookDeliveryRow.created_at.desc(), WebhookDeliveryRow.id.desc()).limit(limit))).all()
+            found = [_delivery(d, kind) for d, kind in rows]
+            attempts: dict[str, list[Attempt]] = {d.id: [] for d in found}
+            if found:
+                for a in await session.scalars(select(WebhookAttemptRow).where(
+                        WebhookAttemptRow.delivery_id.in_(attempts)).order_by(WebhookAttemptRow.number)):
+                    attempts[a.delivery_id].append(Attempt(a.number, a.started_at, a.latency_ms, a.status_code,
+                                                           a.response_excerpt, a.error))
+        return [(d, attempts[d.id]) for d in found]
 
-    def deliveries(self, endpoint_id: str, *, limit: int) -> list[Delivery]:
-        """The endpoint's deliveries, newest first."""
-        rows = self._rows(_DELIVERY + " WHERE d.endpoint_id = ? ORDER BY d.created_at DESC, d.id DESC LIMIT ?",
-                          (endpoint_id, limit))
-        return [Delivery(*row) for row in rows]  # type: ignore[arg-type]
+    async def attempts(self, delivery_id: str) -> list[Attempt]:
+        async with self._tx() as session:
+            rows = await session.scalars(select(WebhookAttemptRow).where(
+                WebhookAttemptRow.delivery_id == delivery_id).order_by(WebhookAttemptRow.number))
+            return [Attempt(a.number, a.started_at, a.latency_ms, a.status_code, a.response_excerpt, a.error)
+                    for a in rows]
 
-    def delivery(self, endpoint_id: str, delivery_id: str) -> Delivery | None:
-        rows = self._rows(_DELIVERY + " WHERE d.endpoint_id = ? AND d.id = ?", (endpoint_id, delivery_id))
-        return Delivery(*rows[0]) if rows else None  # type: ignore[arg-type]
-
-    def attempts(self, delivery_id: str) -> list[Attempt]:
-        rows = self._rows("SELECT number, started_at, latency_ms, status_code, response_excerpt, error "
-                          "FROM attempts WHERE delivery_id = ? ORDER BY number", (delivery_id,))
-        return [Attempt(*row) for row in rows]  # type: ignore[arg-type]
-
-    def redeliver(self, endpoint_id: str, delivery_id: str, *, now: float, deadline: float) -> Delivery | None:
+    async def redeliver(self, endpoint_id: str, delivery_id: str, *, now: float, deadline: float) -> Delivery | None:
         """A new due delivery of the same event to the same endpoint (whatever the old one's state)."""
         new = new_id("dlv")
-        with self._tx() as db:
-            row = db.execute("SELECT event_id FROM deliveries WHERE id = ? AND endpoint_id = ?",
-                             (delivery_id, endpoint_id)).fetchone()
-            if row is None:
+        async with self._tx() as session:
+            old = await session.get(WebhookDeliveryRow, delivery_id)
+            if old is None or old.endpoint_id != endpoint_id:
                 return None
-            db.execute("INSERT INTO deliveries (id, endpoint_id, event_id, status, created_at, next_attempt_at, "
-                       "deadline_at, redelivery_of) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
-                       (new, endpoint_id, row[0], now, now, deadline, delivery_id))
-        return self.delivery(endpoint_id, new)
+            session.add(WebhookDeliveryRow(id=new, endpoint_id=endpoint_id, event_id=old.event_id, status="pending",
+                                           attempts=0, created_at=now, next_attempt_at=now, deadline_at=deadline,
+                                           redelivery_of=delivery_id))
+            await session.flush()
+            row = (await session.execute(_DELIVERY.where(WebhookDeliveryRow.id == new))).one()
+            return _delivery(*row)
 
-    def prune(self, before: float) -> int:
+    async def prune(self, before: float) -> int:
         """Forget finished deliveries created before `before`, and events no delivery refers to."""
-        with self._tx() as db:
-            count = db.execute("DELETE FROM deliveries WHERE status != 'pending' AND created_at < ?",
-                               (before,)).rowcount
-            db.execute("DELETE FROM events WHERE id NOT IN (SELECT event_id FROM deliveries)")
-        return count
+        async with self._tx() as session:
+            done = await session.execute(delete(WebhookDeliveryRow).where(
+                WebhookDeliveryRow.status != "pending", WebhookDeliveryRow.created_at < before))
+            await session.execute(delete(WebhookEventRow).where(
+                WebhookEventRow.id.not_in(select(WebhookDeliveryRow.event_id))))
+            return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+_DELIVERY = select(WebhookDeliveryRow, WebhookEventRow.type).join(
+    WebhookEventRow, WebhookEventRow.id == WebhookDeliveryRow.event_id)
+
+
+def _delivery(row: WebhookDeliveryRow, event_type: str) -> Delivery:
+    return Delivery(id=row.id, endpoint_id=row.endpoint_id, event_id=row.event_id, event_type=event_type,
+                    status=row.status, attempts=row.attempts, created_at=row.created_at,  # type: ignore[arg-type]
+                    next_attempt_at=row.next_attempt_at, deadline_at=row.deadline_at,
+                    redelivery_of=row.redelivery_of)
+
+
+async def _secrets(session: AsyncSession, endpoint_id: str, now: float) -> list[str]:
+    rows = await session.scalars(select(WebhookSecretRow.secret).where(
+        WebhookSecretRow.endpoint_id == endpoint_id,
+        (WebhookSecretRow.expires_at.is_(None)) | (WebhookSecretRow.expires_at > now),
+    ).order_by(WebhookSecretRow.created_at.desc(), WebhookSecretRow.id.desc()))
+    return list(rows)
+
+
+async def _endpoint(session: AsyncSession, row: WebhookEndpointRow, now: float) -> Endpoint:
+    active = await _secrets(session, row.id, now)
+    return Endpoint(id=row.id, project_id=row.project_id, url=row.url, event_types=tuple(row.event_types),
+                    enabled=row.enabled, created_at=row.created_at, secret_hint=mask(active[0]) if active else "",
+                    secrets_active=len(active))
