@@ -211,3 +211,39 @@ async def test_a_disabled_endpoint_gets_nothing_and_webhooks_can_be_turned_off(t
     async with running_engine(tmp_path / "off", "webhooks:\n  enabled: false\n") as engine, api(engine) as client:
         got = await client.get("/api/webhooks")
         assert got.status_code == 404 and "webhooks.enabled" in got.json()["error"]
+
+
+async def test_an_endpoint_hears_only_its_own_projects_events(tmp_path: Path) -> None:
+    """Endpoints belong to the caller's project: a PAT of project `web` and a CE token (the default project)
+    each see only their own endpoints, and each endpoint gets only its project's events."""
+    async with running_engine(tmp_path, FAST) as engine, Receiver() as receiver, \
+            EchoServer(http=True) as upstream, api(engine) as default_api:
+        operator = mint_token(engine.secret, subject="root", ttl_s=600, extra={"role": "operator"})
+        async with api(engine, operator) as admin:
+            assert (await admin.post("/api/admin/projects", json={"name": "web"})).status_code == 201
+            made = await admin.post("/api/admin/pats", json={"name": "web-ci", "project": "web", "expires_in": 600})
+            assert made.status_code == 201, made.text
+        pat = made.json()["token"]
+        home = await create(default_api, url=receiver.url, events=["tunnel.created"])
+        async with api(engine, pat) as web_api:
+            web = await create(web_api, url=receiver.url, events=["tunnel.created"])
+            assert web["project_id"] != home["project_id"]
+            assert [h["id"] for h in (await web_api.get("/api/webhooks")).json()] == [web["id"]]
+            assert (await web_api.get(f"/api/webhooks/{home['id']}")).status_code == 404
+            assert (await web_api.delete(f"/api/webhooks/{home['id']}")).status_code == 404
+        assert [h["id"] for h in (await default_api.get("/api/webhooks")).json()] == [home["id"]]
+        assert (await default_api.get(f"/api/webhooks/{web['id']}/deliveries")).status_code == 404
+
+        async with forwarded_tunnel(engine, upstream.port, protocol="http") as mine:
+            control = await engine.client(pat).connect()
+            try:
+                theirs = await control.create_tunnel(protocol="http")
+                got = await receiver.wait_for(lambda items: len(items) >= 2)
+            finally:
+                await control.close()
+        by_hook = {item.headers["rstream-webhook-id"]: item for item in got}
+        assert set(by_hook) == {home["id"], web["id"]}
+        assert by_hook[home["id"]].verified(home["secret"]).object["id"] == mine.id
+        assert by_hook[web["id"]].verified(web["secret"]).object["id"] == theirs.id
+        assert by_hook[web["id"]].verified(web["secret"]).project_id == web["project_id"]
+        assert len(got) == 2
