@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from portway.engine.store import Store, create_project, list_projects, store_url
+from portway.engine.store import Store, create_project, delete_project, list_projects, store_url
 from portway.engine.webhooks.records import Attempt
 from portway.engine.webhooks.secret import new_secret
 from portway.engine.webhooks.store import PendingEvent, Subscription, WebhookStore
@@ -118,6 +118,18 @@ async def test_deleting_an_endpoint_takes_its_deliveries_and_skips_it_in_later_r
     leases, _ = await hooks.lease(now=1, limit=5, lease_s=30, owner="a")
     assert [lease.url for lease in leases] == ["http://y/"]
     assert await hooks.prune(before=1) == 0  # nothing finished; the orphaned evt_1 is gone all the same
+
+
+async def test_deleting_a_project_deletes_its_endpoints_and_deliveries(store: Store) -> None:
+    hooks = WebhookStore(store)
+    project = (await create_project(store, "gone")).id
+    hook = await hooks.create_endpoint(project_id=project, url="http://x/", event_types=KINDS, enabled=True,
+                                       secret=new_secret(), now=0)
+    await hooks.record([_event("evt_1", hook.id)], now=0, deadline=100)
+    await delete_project(store, project)
+    assert await hooks.endpoint(hook.id, project_id=None, now=0) is None
+    assert await hooks.secrets(hook.id, now=0) == []
+    assert await hooks.lease(now=1, limit=5, lease_s=30, owner="a") == ([], None)
 
 
 async def test_redelivery_is_a_new_delivery_of_the_same_event(store: Store) -> None:

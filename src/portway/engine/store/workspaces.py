@@ -132,7 +132,8 @@ async def get_project(store: Store, ref: str) -> Project:
 
 async def delete_project(store: Store, ref: str) -> None:
     """Only a project without live credentials (revoke them first: deleting must not be a silent revocation),
-    and never the default workspace's `default`. Its revoked credentials and policy history go with it."""
+    and never the default workspace's `default`. Its revoked credentials and policy history go with it, and its
+    webhook endpoints with their deliveries (foreign keys ON DELETE CASCADE)."""
     async with store.transaction() as session:
         row = await project_row(session, ref)
         workspace = await session.get(WorkspaceRow, row.workspace_id)
