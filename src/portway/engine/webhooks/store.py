@@ -146,29 +146,35 @@ class WebhookStore:
 
     async def record(self, events: Sequence[PendingEvent], *, now: float, deadline: float) -> int:
         """Store events and one due delivery per (still existing) endpoint, in one transaction; how many
-        deliveries. An endpoint deleted since the recorder looked is skipped, not an error."""
+        deliveries. An endpoint deleted since the recorder looked is skipped, and an event already stored is
+        not stored again."""
         wanted = {e for event in events for e in event.endpoint_ids}
+        ids = [event.event_id for event in events]
         async with self._tx() as session:
-            alive = set(await session.scalars(select(WebhookEndpointRow.id).where(
-                WebhookEndpointRow.id.in_(wanted)))) if wanted else set()
-            count = 0
+            alive = set(await session.scalars(select(WebhookEndpointRow.id).where(WebhookEndpointRow.id.in_(wanted))))
+            seen = set(await session.scalars(select(WebhookEventRow.id).where(WebhookEventRow.id.in_(ids))))
+            owed: list[WebhookDeliveryRow] = []
             for event in events:
                 targets = [e for e in event.endpoint_ids if e in alive]
-                if not targets or await session.get(WebhookEventRow, event.event_id) is not None:
+                if not targets or event.event_id in seen:
                     continue
+                seen.add(event.event_id)
                 session.add(WebhookEventRow(id=event.event_id, type=event.event_type, body=event.body,
                                             recorded_at=now))
-                await session.flush()
-                session.add_all(WebhookDeliveryRow(id=new_id("dlv"), endpoint_id=e, event_id=event.event_id,
-                                                   status="pending", attempts=0, created_at=now, next_attempt_at=now,
-                                                   deadline_at=deadline) for e in targets)
-                count += len(targets)
-        return count
+                owed += (WebhookDeliveryRow(id=new_id("dlv"), endpoint_id=e, event_id=event.event_id, status="pending",
+                                            attempts=0, created_at=now, next_attempt_at=now, deadline_at=deadline)
+                         for e in targets)
+            await session.flush()  # the events first: the deliveries refer to them
+            session.add_all(owed)
+        return len(owed)
 
     async def lease(self, *, now: float, limit: int, lease_s: float, owner: str) -> tuple[list[Lease], float | None]:
         """Take up to `limit` due deliveries whose lease is free or expired, until `now + lease_s`; and when the
         next pending delivery becomes due or its lease expires (None: nothing pending). One transaction: the
-        dispatcher asks this on every turn."""
+        dispatcher asks this on every turn.
+
+        The taking is one UPDATE whose WHERE repeats the due-and-free test: on PostgreSQL a row another
+        dispatcher leased meanwhile fails that re-check and is skipped; SQLite runs one writer at a time."""
         until = now + lease_s
         d = WebhookDeliveryRow
         free = (d.lease_until.is_(None)) | (d.lease_until <= now)
@@ -177,13 +183,10 @@ class WebhookStore:
         async with self._tx() as session:
             taken: list[str] = []
             if limit > 0:
-                candidates = list(await session.scalars(select(d.id).where(*due).order_by(d.next_attempt_at)
-                                                        .limit(limit)))
-                for delivery_id in candidates:  # each UPDATE wins only if nobody took the lease meanwhile
-                    won = await session.execute(update(d).where(d.id == delivery_id, *due)
-                                                .values(lease_until=until, lease_owner=owner))
-                    if won.rowcount:  # type: ignore[attr-defined]
-                        taken.append(delivery_id)
+                candidates = select(d.id).where(*due).order_by(d.next_attempt_at).limit(limit).scalar_subquery()
+                taken = list(await session.scalars(
+                    update(d).where(d.id.in_(candidates), *due).values(lease_until=until, lease_owner=owner)
+                    .returning(d.id).execution_options(synchronize_session=False)))
             rows = (await session.execute(
                 select(d, WebhookEndpointRow.url, WebhookEventRow)
                 .join(WebhookEndpointRow, WebhookEndpointRow.id == d.endpoint_id)
