@@ -21,6 +21,8 @@ from portway.engine.api.admin_views import (
     PolicyUpdate,
     ProjectCreate,
     Revoke,
+    UserCreate,
+    UserUpdate,
     WorkspaceCreate,
 )
 from portway.engine.api.routes import ApiResponse, Call, Refusal, json_response, model_response, parse_body, route
@@ -35,6 +37,7 @@ from portway.engine.store import (
     pats,
     policies,
     revocations,
+    users,
     workspaces,
 )
 from portway.engine.store.pats import Signer
@@ -132,6 +135,38 @@ async def _project(call: Call, store: Store) -> ApiResponse:
 @admin("DELETE", "/api/admin/projects/{ref}")
 async def _delete_project(call: Call, store: Store) -> ApiResponse:
     await workspaces.delete_project(store, call.params["ref"])
+    return model_response(Deleted(deleted=call.params["ref"]))
+
+
+# ---- users ----
+
+@admin("GET", "/api/admin/users")
+async def _users(call: Call, store: Store) -> ApiResponse:
+    return _rows(await users.list_users(store))
+
+
+@admin("POST", "/api/admin/users")
+async def _create_user(call: Call, store: Store) -> ApiResponse:
+    body = parse_body(UserCreate, call.body)
+    return model_response(await users.create_user(store, body.subject, body.role), 201)
+
+
+@admin("GET", "/api/admin/users/{ref}")
+async def _user(call: Call, store: Store) -> ApiResponse:
+    return model_response(await users.get_user(store, call.params["ref"]))
+
+
+@admin("PATCH", "/api/admin/users/{ref}")
+async def _update_user(call: Call, store: Store) -> ApiResponse:
+    body = parse_body(UserUpdate, call.body)
+    if body.role is None and body.disabled is None:
+        raise Invalid("give role and/or disabled")
+    return model_response(await users.update_user(store, call.params["ref"], role=body.role, disabled=body.disabled))
+
+
+@admin("DELETE", "/api/admin/users/{ref}")
+async def _delete_user(call: Call, store: Store) -> ApiResponse:
+    await users.delete_user(store, call.params["ref"])
     return model_response(Deleted(deleted=call.params["ref"]))
 
 
