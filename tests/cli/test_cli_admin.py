@@ -86,6 +86,74 @@ def test_admin_round_trips(engine_process: EngineProcess, tmp_path: Path) -> Non
     assert admin(engine_process, token, "workspace", "delete", "acme").returncode == 0
 
 
+def test_user_commands(engine_process: EngineProcess, tmp_path: Path) -> None:
+    token = operator(engine_process, tmp_path)
+    made = admin(engine_process, token, "user", "create", "alice@example.com", "--role", "operator", "-o", "json")
+    assert made.returncode == 0, made.stderr
+    alice = json.loads(made.stdout)
+    assert alice["role"] == "operator" and alice["disabled_at"] is None
+    bob = admin(engine_process, token, "user", "create", "bob smith?")  # percent-encoded in the path
+    assert bob.returncode == 0 and bob.stdout.splitlines()[0].split() == ["ID", "SUBJECT", "ROLE", "DISABLED_AT",
+                                                                          "CREATED_AT"]
+    table = admin(engine_process, token, "user", "list")
+    assert table.returncode == 0 and "alice@example.com" in table.stdout and "member" in table.stdout
+    listed = json.loads(admin(engine_process, token, "user", "list", "-o", "json").stdout)
+    assert [u["subject"] for u in listed] == ["alice@example.com", "bob smith?"]
+    assert json.loads(admin(engine_process, token, "user", "get", alice["id"], "-o", "json").stdout) == alice
+    assert yaml.safe_load(admin(engine_process, token, "user", "get", "bob smith?", "-o", "yaml").stdout)[
+        "role"] == "member"
+
+    promoted = admin(engine_process, token, "user", "set-role", "bob smith?", "operator", "-o", "json")
+    assert promoted.returncode == 0 and json.loads(promoted.stdout)["role"] == "operator"
+    disabled = json.loads(admin(engine_process, token, "user", "disable", "bob smith?", "-o", "json").stdout)
+    assert disabled["disabled_at"] is not None
+    enabled = json.loads(admin(engine_process, token, "user", "enable", "bob smith?", "-o", "json").stdout)
+    assert enabled["disabled_at"] is None
+
+    # alice is an operator: her PAT drives `portway admin` until she is disabled
+    pat = admin(engine_process, token, "pat", "create", "laptop", "--subject", "alice@example.com")
+    assert pat.returncode == 0
+    alice_token = pat.stdout.strip()
+    assert admin(engine_process, alice_token, "user", "list").returncode == 0
+    assert admin(engine_process, token, "user", "disable", "alice@example.com").returncode == 0
+    refused = admin(engine_process, alice_token, "user", "list")
+    assert refused.returncode == 1 and "401" in refused.stderr and "user disabled" in refused.stderr
+    assert admin(engine_process, token, "user", "enable", "alice@example.com").returncode == 0
+    assert admin(engine_process, alice_token, "user", "list").returncode == 0
+
+    busy = admin(engine_process, token, "user", "delete", "alice@example.com")
+    assert busy.returncode == 1 and len(error_lines(busy.stderr)) == 1 and "revoke them first" in busy.stderr
+    pat_id = jwt.decode(alice_token, options={"verify_signature": False})["sourceCredentialId"]
+    assert admin(engine_process, token, "pat", "revoke", pat_id).returncode == 0
+    deleted = admin(engine_process, token, "user", "delete", "alice@example.com")
+    assert deleted.returncode == 0 and deleted.stdout.strip() == "deleted user alice@example.com"
+    assert admin(engine_process, token, "user", "delete", "bob smith?").returncode == 0
+
+
+def test_user_refusals(engine_process: EngineProcess, tmp_path: Path) -> None:
+    """Every engine-side refusal is exit 1 with one `error:` line naming the status; a member token gets 403."""
+    token = operator(engine_process, tmp_path)
+    assert admin(engine_process, token, "user", "create", "bob").returncode == 0
+    member = mint_token(engine_process.secret, subject="someone", ttl_s=600)
+    for args, status in [
+        (("user", "create", "bob"), "409"),
+        (("user", "create", ""), "400"),
+        (("user", "create", "x" * 256), "400"),
+        (("user", "create", "tab\there"), "400"),
+        (("user", "get", "nobody"), "404"),
+        (("user", "set-role", "nobody", "member"), "404"),
+        (("user", "disable", "nobody"), "404"),
+        (("user", "enable", "nobody"), "404"),
+        (("user", "delete", "nobody"), "404"),
+        (("user", "list"), None),
+    ]:
+        if status is not None:
+            got = admin(engine_process, token, *args)
+            assert got.returncode == 1 and len(error_lines(got.stderr)) == 1 and status in got.stderr, got.stderr
+        refused = admin(engine_process, member, *args)
+        assert refused.returncode == 1 and "403" in refused.stderr, (args, refused.stderr)
+
+
 def test_admin_refuses_other_tokens(engine_process: EngineProcess) -> None:
     plain = mint_token(engine_process.secret, subject="someone", ttl_s=600)
     refused = admin(engine_process, plain, "workspace", "list")
@@ -101,6 +169,11 @@ def test_admin_refuses_other_tokens(engine_process: EngineProcess) -> None:
     (("app", "create", "x", "--resources-json", "{}", "--resources-file", "f"), "not both"),
     (("policy", "set", "--policy-json", "[1]"), "JSON/YAML object"),
     (("policy", "set", "--if-version", "-1", "--policy-json", "{}"), "-1"),
+    (("user", "create", "bob", "--role", "root"), "root"),
+    (("user", "set-role", "bob", "admin"), "admin"),
+    (("user", "set-role", "bob"), "operator|member"),
+    (("user", "get"), "REF"),
+    (("user", "list", "-o", "csv"), "csv"),
     (("nothing",), "nothing"),
 ])
 def test_usage_errors(args: tuple[str, ...], fragment: str) -> None:

@@ -42,6 +42,7 @@ class Store:
     pats: dict[str, PatRecord] = field(default_factory=dict)
     apps: dict[str, AppRecord] = field(default_factory=dict)
     revoked_ids: set[str] = field(default_factory=set)
+    disabled_ids: set[str] = field(default_factory=set)
 
     def pat(self, sha256_hex: str) -> PatRecord | None:
         return self.pats.get(sha256_hex)
@@ -51,6 +52,9 @@ class Store:
 
     def revoked(self, credential_id: str) -> bool:
         return credential_id in self.revoked_ids
+
+    def disabled(self, credential_id: str) -> bool:
+        return credential_id in self.disabled_ids
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +288,32 @@ def test_pat_unknown_revoked_or_expired(verifier: AccessVerifier, store: Store) 
     refused(verifier, token, "token revoked")
     store.pats[pat_digest(token)] = PatRecord(id="pat-1", subject="c", expires_at=NOW)
     refused(verifier, token, "token expired")
+
+
+def test_pat_of_a_disabled_user_and_what_derives_from_it(verifier: AccessVerifier, store: Store) -> None:
+    token = hs256({"type": "pat", "jti": "2"})
+    store.pats[pat_digest(token)] = PatRecord(id="pat-1", subject="c", role="operator", disabled=True)
+    refused(verifier, token, "user disabled")
+    store.pats[pat_digest(token)] = PatRecord(id="pat-1", subject="c", revoked=True, disabled=True)
+    refused(verifier, token, "token revoked")  # revocation is for good: it is the reason that stays
+    derived = mint_token(SECRET, subject="c", ttl_s=60, now=NOW, extra={"sourceCredentialId": "pat-1"})
+    assert verifier.verify(derived, NOW).kind == "auth"
+    store.disabled_ids.add("pat-1")
+    refused(verifier, derived, "token source credential's user disabled")
+    store.revoked_ids.add("pat-1")
+    refused(verifier, derived, "token source credential revoked")
+
+
+def test_pat_principal_carries_its_user_role_and_derived_tokens_do_not(verifier: AccessVerifier,
+                                                                       store: Store) -> None:
+    token = hs256({"type": "pat", "jti": "3"})
+    store.pats[pat_digest(token)] = PatRecord(id="pat-1", subject="c", role="operator")
+    principal = verifier.verify(token, NOW)
+    assert principal.role == "operator" and "role" not in principal.claims  # the store's word, not a claim
+    store.pats[pat_digest(token)] = PatRecord(id="pat-1", subject="c")
+    assert verifier.verify(token, NOW).role is None
+    derived = mint_token(SECRET, subject="c", ttl_s=60, now=NOW, extra={"sourceCredentialId": "pat-1"})
+    assert verifier.verify(derived, NOW).role is None
 
 
 def test_pat_signed_with_another_secret_is_refused_even_when_stored(verifier: AccessVerifier, store: Store) -> None:

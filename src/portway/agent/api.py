@@ -66,7 +66,8 @@ class EngineApi:
         return await self._call(method, f"/api/admin/{path.lstrip('/')}", query=query, body=body)
 
     async def admin_list(self, path: str, **query: str | None) -> list[Any]:
-        """An admin listing (`workspaces`, `projects`, `pats`, `apps`, `revocations`), `None` filters left out."""
+        """An admin listing (`workspaces`, `projects`, `users`, `pats`, `apps`, `revocations`), `None` filters
+        left out."""
         value = await self.admin("GET", path, query={k: v for k, v in query.items() if v is not None} or None)
         if not isinstance(value, list):
             raise EngineApiError(200, "expected a JSON array")

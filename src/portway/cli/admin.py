@@ -1,4 +1,4 @@
-"""`portway admin ...`: the engine's control plane (workspaces, projects, personal access tokens,
+"""`portway admin ...`: the engine's control plane (workspaces, projects, users, personal access tokens,
 application credentials, access policies) over the admin API. Needs an operator token
 (`portway engine token --operator`). A created token or secret is printed once: the engine keeps only
 its hash or public key."""
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import yaml
@@ -21,6 +22,7 @@ _OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json", "ya
 _PROJECT = click.option("--project", help="Project id or name (default: every project for lists, else 'default').")
 WORKSPACE_COLUMNS = ["id", "name", "created_at"]
 PROJECT_COLUMNS = ["id", "name", "workspace_id", "created_at"]
+USER_COLUMNS = ["id", "subject", "role", "disabled_at", "created_at"]
 PAT_COLUMNS = ["id", "name", "project_id", "permissions", "expires_at", "last_used_at", "revoked_at"]
 APP_COLUMNS = ["client_id", "name", "project_id", "permissions", "created_at", "revoked_at"]
 REVOCATION_COLUMNS = ["kind", "ref", "project_id", "reason", "revoked_at"]
@@ -63,6 +65,7 @@ def admin_group() -> None:
     Examples:
       portway engine token --operator > admin-token
       portway admin project create web --token-file admin-token
+      portway admin user create alice@example.com --role operator
       portway admin pat create ci --project web -p tunnels.tunnels.create-delete
       portway admin policy set --project web --policy-json '{"allow_public": false}'
     """
@@ -197,6 +200,153 @@ def project_delete(ctx: click.Context, ref: str, engine_addr: str | None, token:
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     fetch(lambda: api.admin("DELETE", f"projects/{ref}"))
     click.echo(f"deleted project {ref}")
+
+
+# ---- users ----
+
+_ROLE = click.Choice(["operator", "member"])
+
+
+def _user_path(ref: str) -> str:
+    """`users/<ref>`, the id or subject percent-encoded (a subject may hold spaces, `?` or `#`)."""
+    return f"users/{quote(ref, safe='@')}"
+
+
+@admin_group.group(name="user")
+def user_group() -> None:
+    """Users: whom PATs speak for. An operator's PATs may use the admin API; a disabled user's PATs (and the
+    tokens derived from them) are refused until it is enabled again. REF is a user id or subject.
+
+    \b
+    Examples:
+      portway admin user list -o json
+      portway admin user create alice@example.com --role operator
+      portway admin user disable bob@example.com
+    """
+
+
+@user_group.command(name="list")
+@agent_options
+@_OUTPUT
+@click.pass_context
+def user_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
+              ca_file: str | None, insecure: bool, output: str) -> None:
+    """List users.
+
+    \b
+    Example:
+      portway admin user list -o json
+    """
+    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    print_rows(fetch(lambda: api.admin_list("users")), output, USER_COLUMNS)
+
+
+@user_group.command(name="create")
+@click.argument("subject")
+@agent_options
+@click.option("--role", type=_ROLE, default="member", show_default=True,
+              help="operator: its PATs may use the admin API.")
+@_OUTPUT
+@click.pass_context
+def user_create(ctx: click.Context, subject: str, engine_addr: str | None, token: str | None,
+                token_file: str | None, ca_file: str | None, insecure: bool, role: str, output: str) -> None:
+    """Create the user SUBJECT (the `sub` its tokens carry).
+
+    \b
+    Example:
+      portway admin user create alice@example.com --role operator
+    """
+    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    _show(fetch(lambda: api.admin("POST", "users", body={"subject": subject, "role": role})), output, USER_COLUMNS)
+
+
+@user_group.command(name="get")
+@click.argument("ref")
+@agent_options
+@_OUTPUT
+@click.pass_context
+def user_get(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
+             ca_file: str | None, insecure: bool, output: str) -> None:
+    """Show the user REF (id or subject).
+
+    \b
+    Example:
+      portway admin user get alice@example.com -o json
+    """
+    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    _show(fetch(lambda: api.admin("GET", _user_path(ref))), output, USER_COLUMNS)
+
+
+def _patch_user(ctx: click.Context, ref: str, change: dict[str, Any], engine_addr: str | None, token: str | None,
+                token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
+    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    _show(fetch(lambda: api.admin("PATCH", _user_path(ref), body=change)), output, USER_COLUMNS)
+
+
+@user_group.command(name="set-role")
+@click.argument("ref")
+@click.argument("role", type=_ROLE)
+@agent_options
+@_OUTPUT
+@click.pass_context
+def user_set_role(ctx: click.Context, ref: str, role: str, engine_addr: str | None, token: str | None,
+                  token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
+    """Give the user REF the role ROLE (operator or member); applies at the next request.
+
+    \b
+    Example:
+      portway admin user set-role bob@example.com operator
+    """
+    _patch_user(ctx, ref, {"role": role}, engine_addr, token, token_file, ca_file, insecure, output)
+
+
+@user_group.command(name="disable")
+@click.argument("ref")
+@agent_options
+@_OUTPUT
+@click.pass_context
+def user_disable(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
+                 ca_file: str | None, insecure: bool, output: str) -> None:
+    """Disable the user REF: its PATs and the tokens derived from them are refused (not revoked).
+
+    \b
+    Example:
+      portway admin user disable bob@example.com
+    """
+    _patch_user(ctx, ref, {"disabled": True}, engine_addr, token, token_file, ca_file, insecure, output)
+
+
+@user_group.command(name="enable")
+@click.argument("ref")
+@agent_options
+@_OUTPUT
+@click.pass_context
+def user_enable(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
+                ca_file: str | None, insecure: bool, output: str) -> None:
+    """Enable the user REF again: its unrevoked PATs work again.
+
+    \b
+    Example:
+      portway admin user enable bob@example.com
+    """
+    _patch_user(ctx, ref, {"disabled": False}, engine_addr, token, token_file, ca_file, insecure, output)
+
+
+@user_group.command(name="delete")
+@click.argument("ref")
+@agent_options
+@click.pass_context
+def user_delete(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
+                ca_file: str | None, insecure: bool) -> None:
+    """Delete the user REF; its PATs must be revoked first.
+
+    \b
+    Example:
+      portway admin user delete bob@example.com
+    """
+    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    fetch(lambda: api.admin("DELETE", _user_path(ref)))
+    click.echo(f"deleted user {ref}")
 
 
 # ---- credentials ----

@@ -1,5 +1,6 @@
 """The control-plane store as the token verifier and the policy book see it: an in-memory copy of the
-credentials (PATs by hash, application credentials by client id, revocations) and of each project's
+credentials (PATs by hash with their user's role and disabled state, application credentials by client id,
+revocations, the PATs of disabled users) and of each project's
 access policy. Verification runs on every agent connection and token-auth request and must not wait on
 a database, so it reads this copy; `reload()` refreshes it after every admin change and periodically
 (`store.refresh_seconds`), which also picks up changes made by another engine on a shared PostgreSQL."""
@@ -27,6 +28,7 @@ class CredentialCache:
         self._pats: dict[str, PatRecord] = {}
         self._apps: dict[str, AppRecord] = {}
         self._revoked: frozenset[str] = frozenset()
+        self._disabled: frozenset[str] = frozenset()
         self._policies = policies
         self._task: asyncio.Task[None] | None = None
 
@@ -38,6 +40,9 @@ class CredentialCache:
 
     def revoked(self, credential_id: str) -> bool:
         return credential_id in self._revoked
+
+    def disabled(self, credential_id: str) -> bool:
+        return credential_id in self._disabled
 
     async def reload(self, store: Store) -> None:
         """Read everything again and swap it in at once (readers never see half of a reload)."""
@@ -51,14 +56,19 @@ class CredentialCache:
         )
 
         projects = {p.id: p for p in await list_projects(store)}
-        subjects = {u.id: u.subject for u in await list_users(store)}
+        users = {u.id: u for u in await list_users(store)}
         pats: dict[str, PatRecord] = {}
+        disabled: set[str] = set()
         for pat in await list_pats(store):
             project = projects.get(pat.project_id)
+            owner = users.get(pat.user_id or "")
+            if owner is not None and owner.disabled_at is not None:
+                disabled.add(pat.id)  # refuses the PAT and, by `sourceCredentialId`, what derives from it
             pats[pat.token_sha256] = PatRecord(
-                id=pat.id, subject=subjects.get(pat.user_id or "", pat.name), project_id=pat.project_id,
+                id=pat.id, subject=owner.subject if owner else pat.name, project_id=pat.project_id,
                 workspace_id=project.workspace_id if project else None, revoked=pat.revoked_at is not None,
-                permissions=pat.permissions, resources=pat.resources, expires_at=pat.expires_at.timestamp())
+                permissions=pat.permissions, resources=pat.resources, expires_at=pat.expires_at.timestamp(),
+                role=owner.role if owner else None, disabled=pat.id in disabled)
         apps: dict[str, AppRecord] = {}
         for app in await list_app_credentials(store):
             project = projects.get(app.project_id)
@@ -69,7 +79,7 @@ class CredentialCache:
         revoked = frozenset(r.ref for r in await list_revocations(store))
         default = next((p.id for p in projects.values() if p.name == "default"), None)
         policies = {project_id: (await get_access_policy(store, project_id)).policy for project_id in projects}
-        self._pats, self._apps, self._revoked = pats, apps, revoked
+        self._pats, self._apps, self._revoked, self._disabled = pats, apps, revoked, frozenset(disabled)
         self._policies.replace(policies, default_id=default,
                                workspaces={p.id: p.workspace_id for p in projects.values()})
 

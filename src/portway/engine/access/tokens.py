@@ -5,9 +5,12 @@ credentials in memory; verification never waits on a database).
 | kind | signature | also required |
 |------|-----------|---------------|
 | ce   | HS256, engine secret (no `type` claim) | — |
-| auth | HS256, engine secret | its `sourceCredentialId`, if any, is not revoked |
-| pat  | HS256, engine secret | SHA-256 hex of the whole token is stored and not revoked |
+| auth | HS256, engine secret | its `sourceCredentialId`, if any, is not revoked nor a disabled user's PAT |
+| pat  | HS256, engine secret | SHA-256 hex of the whole token is stored, not revoked, its user not disabled |
 | app  | ES512, the P-521 key of the `clientId` credential | credential not revoked; exp − iat ≤ 3600 s |
+
+A PAT's principal carries its user's stored `role` (`AccessPrincipal.role`): the admin API admits a PAT
+whose user is an operator (api/admin_routes.py `is_operator`). Tokens derived from it do not inherit the role.
 
 The algorithm is pinned by the kind, so an HS256 token claiming `app`, an ES512 token claiming `pat`
 or an HS256 token signed with an app public key as secret are all refused. What a token may do is the
@@ -56,7 +59,8 @@ APP_CLOCK_SKEW_S = 300
 
 @dataclass(frozen=True, slots=True)
 class PatRecord:
-    """A stored personal access token (the token itself is kept only as its SHA-256 hex)."""
+    """A stored personal access token (the token itself is kept only as its SHA-256 hex), with the role and
+    disabled state of the user it belongs to (`role` None: no user on record)."""
 
     id: str
     subject: str
@@ -66,6 +70,8 @@ class PatRecord:
     permissions: Sequence[str] | None = None
     resources: Mapping[str, object] | None = None
     expires_at: float | None = None
+    role: str | None = None
+    disabled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,9 @@ class CredentialStore(Protocol):
     def revoked(self, credential_id: str) -> bool:
         """True when `credential_id` (a `sourceCredentialId`) was revoked; False when unknown."""
 
+    def disabled(self, credential_id: str) -> bool:
+        """True when `credential_id` is a PAT whose user is disabled; False when unknown."""
+
 
 def pat_digest(token: str) -> str:
     """How a PAT is stored and looked up: SHA-256 hex of the whole token string."""
@@ -105,13 +114,16 @@ class AccessPrincipal(Principal):
     """A verified token: who (`subject`), which kind, what it may do (`grant`) and where it belongs.
 
     `source_credential_id` is the stored credential behind it (PAT id, app client id, or an auth
-    token's `sourceCredentialId`). Still a `Principal`, so code that only needs the subject keeps working.
+    token's `sourceCredentialId`). `role` is the stored role of a PAT's user ("operator" or "member"; None
+    for other kinds): what the store says, not a claim. Still a `Principal`, so code that only needs the
+    subject keeps working.
     """
 
     kind: TokenKind
     grant: Grant = EVERYTHING
     workspace_id: str | None = None
     source_credential_id: str | None = None
+    role: str | None = None
 
     @property
     def permissions(self) -> frozenset[str] | None:
@@ -177,8 +189,11 @@ class AccessVerifier:
         source = claims.get("sourceCredentialId")
         if source is not None and not isinstance(source, str):
             raise AuthError("token claims malformed")
-        if source is not None and self._store is not None and self._store.revoked(source):
-            raise AuthError("token source credential revoked")
+        if source is not None and self._store is not None:
+            if self._store.revoked(source):
+                raise AuthError("token source credential revoked")
+            if self._store.disabled(source):
+                raise AuthError("token source credential's user disabled")
         tid = token_id(token)
         project, workspace = claims.get("project_id"), claims.get("workspace_id")  # set on derived tokens
         return AccessPrincipal(
@@ -195,6 +210,8 @@ class AccessVerifier:
             raise AuthError("token unknown")
         if record.revoked:
             raise AuthError("token revoked")
+        if record.disabled:
+            raise AuthError("user disabled")
         if record.expires_at is not None:
             if now >= record.expires_at:
                 raise AuthError("token expired")
@@ -203,7 +220,7 @@ class AccessVerifier:
         return AccessPrincipal(
             subject=record.subject, token_id=token_id(token), claims=MappingProxyType(claims), expires_at=expires_at,
             kind="pat", grant=grant, project_id=record.project_id, workspace_id=record.workspace_id,
-            source_credential_id=record.id)
+            source_credential_id=record.id, role=record.role)
 
     def _app(self, token: str, now: float) -> AccessPrincipal:
         try:

@@ -14,6 +14,8 @@ from portway.engine.api.admin_views import (
     PolicyUpdate,
     ProjectCreate,
     Revoke,
+    UserCreate,
+    UserUpdate,
     WorkspaceCreate,
 )
 from portway.engine.store.records import (
@@ -24,13 +26,14 @@ from portway.engine.store.records import (
     Pat,
     Project,
     Revocation,
+    User,
     Workspace,
 )
 
-ADMIN_RESPONSES: tuple[type[BaseModel], ...] = (Workspace, Project, Pat, CreatedPat, AppCredential,
+ADMIN_RESPONSES: tuple[type[BaseModel], ...] = (Workspace, Project, User, Pat, CreatedPat, AppCredential,
                                                  CreatedAppCredential, AccessPolicy, Revocation, Deleted)
-ADMIN_REQUESTS: tuple[type[BaseModel], ...] = (WorkspaceCreate, ProjectCreate, PatCreate, AppCreate, Revoke,
-                                                PolicyUpdate)
+ADMIN_REQUESTS: tuple[type[BaseModel], ...] = (WorkspaceCreate, ProjectCreate, UserCreate, UserUpdate, PatCreate,
+                                                AppCreate, Revoke, PolicyUpdate)
 _REF = "#/components/schemas/{model}"
 
 
@@ -101,6 +104,17 @@ def admin_paths() -> dict[str, Any]:
         },
         "/api/admin/projects/{ref}/policy/history": {
             "get": _op("Every policy version", "200", _list("AccessPolicy", "Oldest first"), params=_path("ref")),
+        },
+        "/api/admin/users": {
+            "get": _op("List users", "200", _list("User", "Oldest first")),
+            "post": _op("Create a user", "201", _json(_ref("User"), "Created"), body="UserCreate"),
+        },
+        "/api/admin/users/{ref}": {
+            "get": _op("One user (id or subject)", "200", _json(_ref("User"), "The user"), params=_path("ref")),
+            "patch": _op("Change a user's role and/or disable or enable it", "200", _json(_ref("User"), "Changed"),
+                         body="UserUpdate", params=_path("ref")),
+            "delete": _op("Delete a user without live PATs", "200", _json(_ref("Deleted"), "Deleted"),
+                          params=_path("ref")),
         },
         "/api/admin/pats": {
             "get": _op("List personal access tokens (hashes only)", "200", _list("Pat", "PATs"), params=by_project),

@@ -1,18 +1,19 @@
-"""The admin API (`/api/admin/...`): workspaces, projects, personal access tokens, application
+"""The admin API (`/api/admin/...`): workspaces, projects, users, personal access tokens, application
 credentials, access policies and the revocation log, over the control-plane store.
 
-Only operators: a token whose claims say `"role": "operator"` or whose `permissions` hold `admin`
-(`portway engine token --operator` mints one). Handlers are coroutines (the store is async); see
+Only operators (`is_operator`): a token whose claims say `"role": "operator"` (`portway engine token
+--operator` mints one) or whose `permissions` hold `admin`, or a PAT whose user has the stored role
+operator (unless the PAT's permission list leaves `admin` out). Handlers are coroutines (the store is async); see
 routes.py for how the edges run them. Store refusals map to 404/409/400 with `{error}`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from pydantic import BaseModel
 
+from portway.engine.access.tokens import AccessPrincipal
 from portway.engine.api.admin_views import (
     AppCreate,
     Deleted,
@@ -20,9 +21,12 @@ from portway.engine.api.admin_views import (
     PolicyUpdate,
     ProjectCreate,
     Revoke,
+    UserCreate,
+    UserUpdate,
     WorkspaceCreate,
 )
 from portway.engine.api.routes import ApiResponse, Call, Refusal, json_response, model_response, parse_body, route
+from portway.engine.auth import Principal
 from portway.engine.credentials import CredentialCache
 from portway.engine.store import (
     Conflict,
@@ -33,6 +37,7 @@ from portway.engine.store import (
     pats,
     policies,
     revocations,
+    users,
     workspaces,
 )
 from portway.engine.store.pats import Signer
@@ -42,9 +47,16 @@ _STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
 AdminHandler = Callable[[Call, Store], Awaitable[ApiResponse]]
 
 
-def is_operator(claims: Any) -> bool:
+def is_operator(principal: Principal) -> bool:
+    """The token's own claims make it an operator's, or it is a PAT whose user is an operator in the store
+    (read at verification from the credential cache, so a role change applies at the next request). A PAT
+    restricted to a permission list without `admin` stays a non-admin token even for an operator."""
+    claims = principal.claims
     permissions = claims.get("permissions")
-    return claims.get("role") == "operator" or (isinstance(permissions, list) and ADMIN_PERMISSION in permissions)
+    if claims.get("role") == "operator" or (isinstance(permissions, list) and ADMIN_PERMISSION in permissions):
+        return True
+    return (isinstance(principal, AccessPrincipal) and principal.kind == "pat" and principal.role == "operator"
+            and (principal.permissions is None or ADMIN_PERMISSION in principal.permissions))
 
 
 def admin(method: str, template: str) -> Callable[[AdminHandler], AdminHandler]:
@@ -53,7 +65,7 @@ def admin(method: str, template: str) -> Callable[[AdminHandler], AdminHandler]:
         async def guarded(call: Call) -> ApiResponse:
             if not call.principal.claims:
                 raise Refusal(403, "the admin API needs token authentication (auth.jwt.enabled)")
-            if not is_operator(call.principal.claims):
+            if not is_operator(call.principal):
                 raise Refusal(403, "an operator token is required (role operator or permission admin)")
             store = call.inventory.service("store")
             if not isinstance(store, Store):
@@ -123,6 +135,38 @@ async def _project(call: Call, store: Store) -> ApiResponse:
 @admin("DELETE", "/api/admin/projects/{ref}")
 async def _delete_project(call: Call, store: Store) -> ApiResponse:
     await workspaces.delete_project(store, call.params["ref"])
+    return model_response(Deleted(deleted=call.params["ref"]))
+
+
+# ---- users ----
+
+@admin("GET", "/api/admin/users")
+async def _users(call: Call, store: Store) -> ApiResponse:
+    return _rows(await users.list_users(store))
+
+
+@admin("POST", "/api/admin/users")
+async def _create_user(call: Call, store: Store) -> ApiResponse:
+    body = parse_body(UserCreate, call.body)
+    return model_response(await users.create_user(store, body.subject, body.role), 201)
+
+
+@admin("GET", "/api/admin/users/{ref}")
+async def _user(call: Call, store: Store) -> ApiResponse:
+    return model_response(await users.get_user(store, call.params["ref"]))
+
+
+@admin("PATCH", "/api/admin/users/{ref}")
+async def _update_user(call: Call, store: Store) -> ApiResponse:
+    body = parse_body(UserUpdate, call.body)
+    if body.role is None and body.disabled is None:
+        raise Invalid("give role and/or disabled")
+    return model_response(await users.update_user(store, call.params["ref"], role=body.role, disabled=body.disabled))
+
+
+@admin("DELETE", "/api/admin/users/{ref}")
+async def _delete_user(call: Call, store: Store) -> ApiResponse:
+    await users.delete_user(store, call.params["ref"])
     return model_response(Deleted(deleted=call.params["ref"]))
 
 

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from portway.engine.accesspolicy import PolicyDocument
 from portway.engine.store.pats import DEFAULT_PAT_TTL_S, MAX_PAT_TTL_S
@@ -40,6 +40,19 @@ class AppCreate(_Body):
     project: str = Field(default="default", description="Project id or name")
     permissions: list[str] | None = Field(default=None, description="Ceiling of the tokens it mints")
     resources: dict[str, Any] | None = Field(default=None, description="Ceiling of the tokens it mints")
+
+
+class UserCreate(_Body):
+    subject: str = Field(min_length=1, max_length=255,
+                         description="The `sub` its tokens carry; no control characters")
+    role: Literal["operator", "member"] = Field(default="member", description="operator may use the admin API")
+
+
+class UserUpdate(_Body):
+    """Give `role`, `disabled` or both; a disabled user's PATs and their derived tokens are refused."""
+
+    role: Literal["operator", "member"] | None = None
+    disabled: StrictBool | None = None
 
 
 class Revoke(_Body):

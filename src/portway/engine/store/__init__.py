@@ -1,5 +1,5 @@
-"""The control-plane store: workspaces, projects, users, personal access tokens, application credentials,
-revocations and access policies, in SQLite (default, in the state directory) or PostgreSQL.
+"""The control-plane store: workspaces, projects, users (role, disabled), personal access tokens, application
+credentials, revocations and access policies, in SQLite (default, in the state directory) or PostgreSQL.
 
 Open with `await Store.open(store_url(config.store.url, state_dir))`; every repository function is async,
 takes the store first and returns frozen records (records.py). Refusals are `StoreError`s (errors.py).
@@ -36,6 +36,16 @@ from portway.engine.store.records import (
 )
 from portway.engine.store.revocations import is_revoked, list_revocations, record_revocation
 from portway.engine.store.store import Store, store_url
+from portway.engine.store.users import (
+    create_user,
+    delete_user,
+    disable_user,
+    enable_user,
+    get_user,
+    list_users,
+    set_role,
+    update_user,
+)
 from portway.engine.store.workspaces import (
     DEFAULT,
     create_project,
@@ -45,7 +55,6 @@ from portway.engine.store.workspaces import (
     get_project,
     get_workspace,
     list_projects,
-    list_users,
     list_workspaces,
 )
 
@@ -69,12 +78,17 @@ __all__ = [
     "create_app_credential",
     "create_pat",
     "create_project",
+    "create_user",
     "create_workspace",
     "delete_project",
+    "delete_user",
     "delete_workspace",
+    "disable_user",
+    "enable_user",
     "get_access_policy",
     "get_pat",
     "get_project",
+    "get_user",
     "get_workspace",
     "is_revoked",
     "list_app_credentials",
@@ -90,7 +104,9 @@ __all__ = [
     "revoke_app_credential",
     "revoke_pat",
     "set_access_policy",
+    "set_role",
     "store_url",
     "token_sha256",
     "touch_pat",
+    "update_user",
 ]

@@ -18,7 +18,8 @@ from portway.engine.store.ids import check_name, new_id, now
 from portway.engine.store.records import CreatedPat, Pat, utc
 from portway.engine.store.revocations import add_revocation
 from portway.engine.store.schema import PatRow
-from portway.engine.store.workspaces import ensure_user, project_row
+from portway.engine.store.users import ensure_user
+from portway.engine.store.workspaces import project_row
 
 if TYPE_CHECKING:
     from portway.engine.store.store import Store

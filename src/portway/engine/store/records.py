@@ -38,10 +38,13 @@ class Project(_Record):
 
 
 class User(_Record):
+    """Whom credentials speak for; `disabled_at` set = its PATs (and what derives from them) are refused."""
+
     id: str
     subject: str
     role: Literal["operator", "member"]
     created_at: datetime
+    disabled_at: datetime | None
 
 
 class Pat(_Record):

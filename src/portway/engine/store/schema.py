@@ -49,7 +49,8 @@ class ProjectRow(Base):
 
 
 class UserRow(Base):
-    """A person or automation that holds credentials; `role` is "operator" or "member"."""
+    """A person or automation that holds credentials; `role` is "operator" or "member". A disabled user
+    (`disabled_at` set) has its PATs refused, and every token derived from them."""
 
     __tablename__ = "users"
 
@@ -57,6 +58,7 @@ class UserRow(Base):
     subject: Mapped[str] = mapped_column(String(255), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
 
 
 class PatRow(Base):

@@ -1,5 +1,5 @@
-"""Workspaces, projects and users. Projects are named within their workspace; a reference is an id or
-a name (`workspace/project`, or a bare name when only one project carries it)."""
+"""Workspaces and projects (users live in users.py). Projects are named within their workspace; a reference
+is an id or a name (`workspace/project`, or a bare name when only one project carries it)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from portway.engine.store.errors import Conflict, Invalid, NotFound
 from portway.engine.store.ids import check_name, new_id, now
-from portway.engine.store.records import Project, User, Workspace, utc
-from portway.engine.store.schema import AccessPolicyRow, AppCredentialRow, PatRow, ProjectRow, UserRow, WorkspaceRow
+from portway.engine.store.records import Project, Workspace, utc
+from portway.engine.store.schema import AccessPolicyRow, AppCredentialRow, PatRow, ProjectRow, WorkspaceRow
 
 if TYPE_CHECKING:
     from portway.engine.store.store import Store
@@ -150,22 +150,3 @@ async def delete_project(store: Store, ref: str) -> None:
                 await session.delete(child)
         await session.flush()
         await session.delete(row)
-
-
-async def ensure_user(session: AsyncSession, subject: str, role: str = "member") -> UserRow:
-    """The user row for a token subject, created on first sight (credentials point at their owner)."""
-    row = await session.scalar(select(UserRow).where(UserRow.subject == subject))
-    if row is None:
-        row = UserRow(id=new_id("usr"), subject=subject, role=role, created_at=now())
-        session.add(row)
-        await session.flush()
-    elif role == "operator" and row.role != "operator":
-        row.role = "operator"
-    return row
-
-
-async def list_users(store: Store) -> list[User]:
-    async with store.transaction() as session:
-        rows = await session.scalars(select(UserRow).order_by(UserRow.created_at))
-        return [User(id=r.id, subject=r.subject, role=r.role, created_at=utc(r.created_at))  # type: ignore[arg-type]
-                for r in rows]

@@ -1,0 +1,196 @@
+"""Users through the admin API of a running engine (real store, real tokens): round trips, every refusal
+(400, 403, 404, 409), and what a user's state does to its PATs — a disabled user's PAT and the tokens
+derived from it are refused on the control channel (UNAUTHORIZED) and on the Engine API (401) until it is
+enabled again; an operator's PAT may use the admin API, a member's may not."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+from openapi_spec_validator import validate as validate_spec
+
+from portway.errors import EngineRejected
+from portway.wire.codes import ErrorCode
+from tests.conftest import EngineHandle, running_engine
+from tests.integration.test_admin_api import admin_api, operator_token
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[EngineHandle]:
+    async with running_engine(tmp_path) as handle:
+        yield handle
+
+
+@contextlib.asynccontextmanager
+async def engine_api(engine: EngineHandle, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{engine.port}/api", verify=engine.visitor_tls(),
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
+        yield client
+
+
+async def control_refusal(engine: EngineHandle, token: str) -> str | None:
+    """None when a control channel opens with `token`, else the engine's refusal text (UNAUTHORIZED only)."""
+    refusal: EngineRejected | None = None
+    try:
+        channel = await engine.client(token).connect()
+    except EngineRejected as refused:
+        refusal = refused
+    else:
+        await channel.close()
+        return None
+    assert refusal.code == ErrorCode.UNAUTHORIZED, refusal
+    return str(refusal)
+
+
+async def test_round_trips(engine: EngineHandle) -> None:
+    async with admin_api(engine, operator_token(engine)) as api:
+        assert (await api.get("/users")).json() == []
+        made = await api.post("/users", json={"subject": "alice@example.com", "role": "operator"})
+        assert made.status_code == 201
+        alice = made.json()
+        assert alice["id"].startswith("usr_") and alice["role"] == "operator" and alice["disabled_at"] is None
+        bob = (await api.post("/users", json={"subject": "bob"})).json()
+        assert bob["role"] == "member"
+        assert [u["subject"] for u in (await api.get("/users")).json()] == ["alice@example.com", "bob"]
+        assert (await api.get(f"/users/{alice['id']}")).json() == alice
+        assert (await api.get("/users/alice@example.com")).json() == alice
+        assert (await api.get("/users/alice%40example.com")).json() == alice  # percent-encoded by clients
+
+        demoted = await api.patch("/users/alice@example.com", json={"role": "member"})
+        assert demoted.status_code == 200 and demoted.json()["role"] == "member"
+        disabled = (await api.patch(f"/users/{bob['id']}", json={"disabled": True})).json()
+        assert disabled["disabled_at"] is not None
+        both = (await api.patch("/users/bob", json={"disabled": True, "role": "operator"})).json()
+        assert both["role"] == "operator" and both["disabled_at"] == disabled["disabled_at"]
+        assert (await api.patch("/users/bob", json={"disabled": False})).json()["disabled_at"] is None
+
+        assert (await api.delete("/users/bob")).json() == {"deleted": "bob"}
+        assert (await api.get("/users/bob")).status_code == 404
+        assert [u["subject"] for u in (await api.get("/users")).json()] == ["alice@example.com"]
+
+
+async def test_refusals(engine: EngineHandle) -> None:
+    async with admin_api(engine, operator_token(engine)) as api:
+        assert (await api.post("/users", json={"subject": "carol"})).status_code == 201
+        cases = [
+            (api.post("/users", json={"subject": "carol"}), 409, "exists"),
+            (api.post("/users", json={"subject": "carol", "role": "operator"}), 409, "exists"),
+            (api.post("/users", json={"subject": ""}), 400, "subject"),
+            (api.post("/users", json={"subject": "x" * 256}), 400, "subject"),
+            (api.post("/users", json={"subject": "line\nbreak"}), 400, "control"),
+            (api.post("/users", json={"subject": "dan", "role": "root"}), 400, "role"),
+            (api.post("/users", json={"subject": "dan", "admin": True}), 400, "admin"),
+            (api.post("/users", json={}), 400, "subject"),
+            (api.post("/users", content=b"{nope"), 400, "body"),
+            (api.patch("/users/carol", json={}), 400, "role and/or disabled"),
+            (api.patch("/users/carol", json={"role": "owner"}), 400, "role"),
+            (api.patch("/users/carol", json={"disabled": "yes"}), 400, "disabled"),
+            (api.patch("/users/carol", json={"disabled": 1}), 400, "disabled"),
+            (api.get("/users/nobody"), 404, "nobody"),
+            (api.patch("/users/nobody", json={"role": "member"}), 404, "nobody"),
+            (api.delete("/users/nobody"), 404, "nobody"),
+            (api.put("/users/carol", json={}), 405, "use"),
+        ]
+        for request, status, fragment in cases:
+            got = await request
+            assert got.status_code == status, (got.request.url, got.text)
+            assert fragment in got.json()["error"], got.text
+        assert [u["subject"] for u in (await api.get("/users")).json()] == ["carol"]  # nothing else was made
+    async with admin_api(engine, engine.token()) as plain:  # a token without role operator or admin
+        for request in (plain.get("/users"), plain.post("/users", json={"subject": "x"}), plain.get("/users/carol"),
+                        plain.patch("/users/carol", json={"role": "operator"}), plain.delete("/users/carol")):
+            refused = await request
+            assert refused.status_code == 403 and "operator" in refused.json()["error"], refused.text
+    async with admin_api(engine, None) as anonymous:
+        assert (await anonymous.get("/users")).status_code == 401
+
+
+async def test_disabling_refuses_the_users_pats_and_what_derives_from_them(
+        engine: EngineHandle, caplog: pytest.LogCaptureFixture) -> None:
+    async with admin_api(engine, operator_token(engine)) as api:
+        made = await api.post("/pats", json={"name": "ci", "subject": "erin", "expires_in": 600})
+        token = made.json()["token"]
+        erin = (await api.get("/users/erin")).json()  # made on the PAT's creation, as a member
+        assert erin["role"] == "member" and made.json()["pat"]["user_id"] == erin["id"]
+        async with engine_api(engine, token) as with_pat:
+            derived = (await with_pat.post("/tokens", json={"expires_in": 600})).json()["token"]
+            assert (await with_pat.get("/tunnels")).status_code == 200
+        for usable in (token, derived):
+            assert await control_refusal(engine, usable) is None
+
+        assert (await api.patch("/users/erin", json={"disabled": True})).status_code == 200
+        caplog.set_level(logging.WARNING, logger="portway")
+        assert (await control_refusal(engine, token) or "").endswith(": user disabled")
+        assert "control channel unauthorized: user disabled" in caplog.text
+        assert (await control_refusal(engine, derived) or "").endswith(": token source credential's user disabled")
+        for usable, reason in ((token, "user disabled"), (derived, "token source credential's user disabled")):
+            async with engine_api(engine, usable) as refused:
+                for answer in (await refused.get("/tunnels"), await refused.post("/tokens", json={})):
+                    assert answer.status_code == 401 and answer.json()["error"] == reason, answer.text
+        blocked = await api.post("/pats", json={"name": "more", "subject": "erin"})
+        assert blocked.status_code == 409 and "disabled" in blocked.json()["error"]
+
+        assert (await api.patch(f"/users/{erin['id']}", json={"disabled": False})).status_code == 200
+        for usable in (token, derived):
+            assert await control_refusal(engine, usable) is None
+            async with engine_api(engine, usable) as accepted:
+                assert (await accepted.get("/tunnels")).status_code == 200
+
+
+async def test_operator_role_makes_a_pat_an_operator_token(engine: EngineHandle) -> None:
+    async with admin_api(engine, operator_token(engine)) as api:
+        await api.post("/users", json={"subject": "frank"})
+        token = (await api.post("/pats", json={"name": "ops", "subject": "frank"})).json()["token"]
+        narrow = (await api.post("/pats", json={"name": "ro", "subject": "frank",
+                                                "permissions": ["tunnels.resources.read-only"]})).json()["token"]
+        async with admin_api(engine, token) as member:
+            refused = await member.get("/users")
+            assert refused.status_code == 403 and "operator" in refused.json()["error"]
+        await api.patch("/users/frank", json={"role": "operator"})
+        async with admin_api(engine, token) as operator:  # applies at the next request
+            assert (await operator.get("/users")).status_code == 200
+            assert (await operator.post("/users", json={"subject": "grace"})).status_code == 201
+            async with engine_api(engine, token) as engine_calls:
+                derived = (await engine_calls.post("/tokens", json={"expires_in": 60})).json()["token"]
+            async with admin_api(engine, derived) as from_operator:  # the role is not inherited
+                assert (await from_operator.get("/users")).status_code == 403
+            async with admin_api(engine, narrow) as restricted:  # a PAT narrowed without admin stays narrow
+                assert (await restricted.get("/users")).status_code == 403
+            await operator.patch("/users/frank", json={"role": "member"})  # an operator demoting itself
+            assert (await operator.get("/users")).status_code == 403
+
+
+async def test_delete_is_refused_while_the_user_has_live_pats(engine: EngineHandle) -> None:
+    async with admin_api(engine, operator_token(engine)) as api:
+        pat = (await api.post("/pats", json={"name": "ci", "subject": "heidi"})).json()
+        busy = await api.delete("/users/heidi")
+        assert busy.status_code == 409 and "1 live personal access token" in busy.json()["error"]
+        assert "revoke them first" in busy.json()["error"]
+        assert (await api.get("/users/heidi")).status_code == 200
+        await api.post(f"/pats/{pat['pat']['id']}/revoke", json={"reason": "leaving"})
+        assert (await api.delete("/users/heidi")).status_code == 200
+        assert (await api.get(f"/pats/{pat['pat']['id']}")).json()["user_id"] is None
+        assert (await api.get("/users/heidi")).status_code == 404
+
+
+async def test_openapi_documents_the_user_routes(engine: EngineHandle) -> None:
+    async with admin_api(engine, operator_token(engine)) as api:
+        document = (await api.get(f"https://127.0.0.1:{engine.port}/api/openapi.json")).json()
+        validate_spec(document)
+        paths = document["paths"]
+        assert set(paths["/api/admin/users"]) == {"get", "post"}
+        assert set(paths["/api/admin/users/{ref}"]) == {"get", "patch", "delete"}
+        created = (await api.post("/users", json={"subject": "ivan"})).json()
+        disabled = (await api.patch("/users/ivan", json={"disabled": True})).json()
+        for path, method, status, answer in (("/api/admin/users", "post", "201", created),
+                                             ("/api/admin/users/{ref}", "patch", "200", disabled),
+                                             ("/api/admin/users", "get", "200", (await api.get("/users")).json())):
+            schema = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
+            jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(answer)
+        assert set(document["components"]["schemas"]["UserUpdate"]["properties"]) == {"role", "disabled"}
