@@ -161,7 +161,28 @@ def test_admin_refuses_other_tokens(engine_process: EngineProcess) -> None:
     assert "403" in refused.stderr and "operator" in refused.stderr
 
 
+def test_revoke_token(engine_process: EngineProcess, tmp_path: Path) -> None:
+    root = operator(engine_process, tmp_path)
+    leaked, other = engine_process.token(subject="x"), engine_process.token(subject="y")
+    (tmp_path / "leaked.jwt").write_text(leaked + "\n")
+    got = admin(engine_process, root, "revoke-token", "--from-file", str(tmp_path / "leaked.jwt"),
+                "--reason", "pasted in a ticket")
+    jti = jwt.decode(leaked, options={"verify_signature": False})["jti"]
+    assert got.returncode == 0 and got.stdout.startswith(f"revoked token {jti} at "), got.stdout
+    assert leaked not in got.stdout + got.stderr
+    by_jti = admin(engine_process, root, "revoke-token", "--jti",
+                   jwt.decode(other, options={"verify_signature": False})["jti"])
+    assert by_jti.returncode == 0, by_jti.stderr
+    listed = json.loads(admin(engine_process, root, "revocations", "-o", "json").stdout)
+    assert [(r["kind"], r["reason"]) for r in listed] == [("token", "pasted in a ticket"), ("token", None)]
+    refused = run_cli("tunnel", "list", *agent_args(engine_process, leaked))
+    assert refused.returncode == 1 and "401" in refused.stderr
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
+    (("revoke-token",), "either --jti or --from-file"),
+    (("revoke-token", "--jti", "a", "--from-file", "/dev/null"), "either --jti or --from-file"),
+    (("revoke-token", "--from-file", "/dev/null"), "does not hold a JWT"),
     (("workspace", "list", "-o", "xml"), "xml"),
     (("workspace", "create"), "NAME"),
     (("pat", "create", "ci", "--expires-in", "soon"), "invalid duration"),

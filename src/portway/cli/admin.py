@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import click
+import jwt
 import yaml
 
 from portway.agent.api import EngineApi
@@ -552,6 +553,43 @@ def revocation_list(ctx: click.Context, engine_addr: str | None, token: str | No
     """
     api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("revocations", project=project)), output, REVOCATION_COLUMNS)
+
+
+@admin_group.command(name="revoke-token")
+@click.option("--jti", help="The token's jti claim.")
+@click.option("--from-file", "from_file", type=click.File("r"),
+              help="Read the token to revoke from this file ('-': standard input); only its jti is sent on.")
+@agent_options
+@_REASON
+@click.pass_context
+def revoke_token(ctx: click.Context, jti: str | None, from_file: click.utils.LazyFile | None,
+                 engine_addr: str | None, token: str | None, token_file: str | None, ca_file: str | None,
+                 insecure: bool, reason: str | None) -> None:
+    """Revoke one token (a derived or minted token that leaked), not its credential.
+
+    The engine refuses it from now on and closes the control channels and signaling streams that
+    use it. Revoke a PAT or application credential with 'pat revoke' / 'app revoke' instead.
+
+    \b
+    Examples:
+      portway admin revoke-token --jti 9f3c0a... --reason "pasted in a ticket"
+      portway admin revoke-token --from-file leaked.jwt
+      pbpaste | portway admin revoke-token --from-file -
+    """
+    if (jti is None) == (from_file is None):
+        raise click.UsageError("give either --jti or --from-file")
+    if from_file is not None:
+        try:
+            claims = jwt.decode(from_file.read().strip(), options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            raise click.UsageError("--from-file does not hold a JWT") from None
+        found = claims.get("jti")
+        if not isinstance(found, str) or not found:
+            raise click.UsageError("this token has no jti to revoke it by: revoke its PAT or app credential")
+        jti = found
+    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    revoked = fetch(lambda: api.admin("POST", "revocations", body={"jti": jti, "reason": reason}))
+    click.echo(f"revoked token {revoked['ref']} at {revoked['revoked_at']}")
 
 
 # ---- access policies ----

@@ -56,7 +56,11 @@ class Session(Protocol):
 
 
 class Watcher(Protocol):
-    """A live signaling stream (edges/watchstream.py), closed when the engine stops."""
+    """A live signaling stream (edges/watchstream.py), closed when the engine stops or its token is
+    withdrawn."""
+
+    @property
+    def principal(self) -> Principal: ...
 
     def close(self, reason: str) -> None: ...
 

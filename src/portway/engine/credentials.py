@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from portway.engine.access.tokens import AppRecord, PatRecord
@@ -31,6 +32,7 @@ class CredentialCache:
         self._disabled: frozenset[str] = frozenset()
         self._policies = policies
         self._task: asyncio.Task[None] | None = None
+        self._reloaded: list[Callable[[], object]] = []
 
     def pat(self, sha256_hex: str) -> PatRecord | None:
         return self._pats.get(sha256_hex)
@@ -43,6 +45,10 @@ class CredentialCache:
 
     def disabled(self, credential_id: str) -> bool:
         return credential_id in self._disabled
+
+    def on_reload(self, callback: Callable[[], object]) -> None:
+        """Call `callback` after every reload (the engine closes what a revocation withdrew)."""
+        self._reloaded.append(callback)
 
     async def reload(self, store: Store) -> None:
         """Read everything again and swap it in at once (readers never see half of a reload)."""
@@ -82,6 +88,11 @@ class CredentialCache:
         self._pats, self._apps, self._revoked, self._disabled = pats, apps, revoked, frozenset(disabled)
         self._policies.replace(policies, default_id=default,
                                workspaces={p.id: p.workspace_id for p in projects.values()})
+        for callback in self._reloaded:
+            try:
+                callback()
+            except Exception:
+                log.exception("a credential reload listener failed")
 
     def start(self, store: Store, every_s: float) -> None:
         """Reload every `every_s` seconds until `stop()` (changes made by other engines)."""

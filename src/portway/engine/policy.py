@@ -128,13 +128,17 @@ class TokenMemo:
     """token_auth on one visitor connection: a token is verified once, then only its expiry is checked
     for the connection's later requests (a JWT check per request would cost more than relaying it).
 
-    `verify(token, now)` returns the token's principal or raises AuthError.
+    `verify(token, now)` returns the token's principal or raises AuthError; `withdrawn(principal)` says
+    why a remembered principal is no longer good (revoked since), checked on every request — set lookups,
+    no signature — so a revocation also stops a keep-alive connection at its next request.
     """
 
-    __slots__ = ("_known", "_verify")
+    __slots__ = ("_known", "_verify", "_withdrawn")
 
-    def __init__(self, verify: Callable[[str, float], Principal]) -> None:
+    def __init__(self, verify: Callable[[str, float], Principal],
+                 withdrawn: Callable[[Principal], str | None] = lambda _: None) -> None:
         self._verify = verify
+        self._withdrawn = withdrawn
         self._known: tuple[str, Principal] | None = None
 
     def principal(self, token: str) -> Principal | None:
@@ -144,7 +148,10 @@ class TokenMemo:
             known, principal = self._known
             if hmac.compare_digest(known.encode(), token.encode()) and \
                     (principal.expires_at is None or now < principal.expires_at):
-                return principal
+                if self._withdrawn(principal) is None:
+                    return principal
+                self._known = None
+                return None
         try:
             principal = self._verify(token, now)
         except AuthError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 from pathlib import Path
@@ -35,6 +36,7 @@ from portway.engine.metricsserver import MetricsServer
 from portway.engine.registry import Registry
 from portway.engine.state import EngineState
 from portway.engine.webhooks import RetrySchedule
+from portway.engine.withdrawal import close_withdrawn
 from portway.errors import ConfigError
 from portway.wire.codes import ALPN
 
@@ -186,6 +188,7 @@ class Engine:
             await store.close()
             raise
         ctx.access = AccessVerifier(verifier, credentials)
+        credentials.on_reload(functools.partial(close_withdrawn, ctx))
         ctx.services["credentials"] = credentials
         self._credentials = credentials
         try:

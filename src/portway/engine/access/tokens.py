@@ -9,6 +9,10 @@ credentials in memory; verification never waits on a database).
 | pat  | HS256, engine secret | SHA-256 hex of the whole token is stored, not revoked, its user not disabled |
 | app  | ES512, the P-521 key of the `clientId` credential | credential not revoked; exp − iat ≤ 3600 s |
 
+Any kind: a token whose `jti` is in the revocation log (a single token withdrawn by an operator) is refused.
+`withdrawn(principal)` asks the same questions again of a principal verified earlier, so the engine can close
+control channels and signaling streams whose credential was revoked (or whose user was disabled) since.
+
 A PAT's principal carries its user's stored `role` (`AccessPrincipal.role`): the admin API admits a PAT
 whose user is an operator (api/admin_routes.py `is_operator`). Tokens derived from it do not inherit the role.
 
@@ -159,6 +163,29 @@ class AccessVerifier:
 
     def verify(self, token: str | None, now: float | None = None) -> AccessPrincipal:
         """The principal for `token`, or AuthError with a reason that never quotes the token."""
+        principal = self._verify(token, now)
+        reason = self.withdrawn(principal)
+        if reason is not None:
+            raise AuthError(reason)
+        return principal
+
+    def withdrawn(self, principal: Principal) -> str | None:
+        """Why a principal verified earlier is no longer good (its token or credential revoked, its user
+        disabled), or None. Expiry is not asked: a connection outlives its token's `exp`, as in rstream."""
+        if self._store is None or not isinstance(principal, AccessPrincipal):
+            return None
+        jti = principal.claims.get("jti")
+        if isinstance(jti, str) and self._store.revoked(jti):
+            return "token revoked"
+        source = principal.source_credential_id
+        if source is not None:
+            if self._store.revoked(source):
+                return "credential revoked"
+            if self._store.disabled(source):
+                return "user disabled"
+        return None
+
+    def _verify(self, token: str | None, now: float | None) -> AccessPrincipal:
         if not self._tokens.enabled:
             return AccessPrincipal(subject=ANONYMOUS, token_id=token_id(token) if token else "", kind="ce")
         if token is None or not token.strip():

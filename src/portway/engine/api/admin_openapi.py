@@ -14,6 +14,7 @@ from portway.engine.api.admin_views import (
     PolicyUpdate,
     ProjectCreate,
     Revoke,
+    TokenRevoke,
     UserCreate,
     UserUpdate,
     WorkspaceCreate,
@@ -33,7 +34,7 @@ from portway.engine.store.records import (
 ADMIN_RESPONSES: tuple[type[BaseModel], ...] = (Workspace, Project, User, Pat, CreatedPat, AppCredential,
                                                  CreatedAppCredential, AccessPolicy, Revocation, Deleted)
 ADMIN_REQUESTS: tuple[type[BaseModel], ...] = (WorkspaceCreate, ProjectCreate, UserCreate, UserUpdate, PatCreate,
-                                                AppCreate, Revoke, PolicyUpdate)
+                                                AppCreate, Revoke, TokenRevoke, PolicyUpdate)
 _REF = "#/components/schemas/{model}"
 
 
@@ -143,5 +144,7 @@ def admin_paths() -> dict[str, Any]:
         },
         "/api/admin/revocations": {
             "get": _op("The revocation log", "200", _list("Revocation", "Oldest first"), params=by_project),
+            "post": _op("Revoke one token (by jti); open connections using it are closed", "201",
+                        _json(_ref("Revocation"), "Recorded"), body="TokenRevoke"),
         },
     }

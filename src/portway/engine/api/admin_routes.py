@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+import jwt
 from pydantic import BaseModel
 
 from portway.engine.access.tokens import AccessPrincipal
@@ -21,6 +22,7 @@ from portway.engine.api.admin_views import (
     PolicyUpdate,
     ProjectCreate,
     Revoke,
+    TokenRevoke,
     UserCreate,
     UserUpdate,
     WorkspaceCreate,
@@ -258,3 +260,24 @@ async def _revocations(call: Call, store: Store) -> ApiResponse:
     if project is not None:
         project = (await workspaces.get_project(store, project)).id
     return _rows(await revocations.list_revocations(store, project))
+
+
+@admin("POST", "/api/admin/revocations")
+async def _revoke_token(call: Call, store: Store) -> ApiResponse:
+    body = parse_body(TokenRevoke, call.body)
+    jti, project = body.jti, None
+    if (body.jti is None) == (body.token is None):
+        raise Refusal(400, "give either jti or token")
+    if body.token is not None:
+        try:
+            claims = jwt.decode(body.token, options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            raise Refusal(400, "token is not a JWT") from None
+        jti, project = claims.get("jti"), claims.get("project_id")
+        if not isinstance(jti, str) or not 0 < len(jti) <= 255:
+            raise Refusal(400, "this token has no jti to revoke it by: revoke its credential instead")
+    assert jti is not None
+    if not (isinstance(project, str) and len(project) <= 40):  # informational only: the token is not verified
+        project = None
+    recorded = await revocations.record_revocation(store, "token", jti, reason=body.reason, project_id=project)
+    return model_response(recorded, 201)

@@ -59,6 +59,15 @@ class Revoke(_Body):
     reason: str | None = Field(default=None, max_length=255)
 
 
+class TokenRevoke(_Body):
+    """One token to withdraw: by its `jti`, or the token itself (only its `jti` and `project_id` are read and
+    kept; its signature is not checked — an operator may revoke whatever they hold)."""
+
+    jti: str | None = Field(default=None, min_length=1, max_length=255)
+    token: str | None = Field(default=None, min_length=1, max_length=8192)
+    reason: str | None = Field(default=None, max_length=255)
+
+
 class PolicyUpdate(_Body):
     policy: PolicyDocument
     expected_version: int | None = Field(

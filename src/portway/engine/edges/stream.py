@@ -115,7 +115,7 @@ def publish_http_summary(ctx: EngineContext, draft: summaries.Draft, ended: floa
 
 def token_memo(ctx: EngineContext) -> TokenMemo:
     """A per-connection token_auth memo backed by the engine's token verifier."""
-    return TokenMemo(ctx.access.verify)
+    return TokenMemo(ctx.access.verify, ctx.access.withdrawn)
 
 
 def count_denial(ctx: EngineContext, tunnel: Tunnel, reason: str, source_ip: str | None) -> None:

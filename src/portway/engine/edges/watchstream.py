@@ -15,6 +15,7 @@ from collections.abc import Callable
 from portway.engine.api.inventory import EngineInventory
 from portway.engine.api.routes import ApiResponse, WatchRequest, error
 from portway.engine.api.watch import SLOW_CONSUMER, Watch
+from portway.engine.auth import Principal
 from portway.engine.context import EngineContext
 
 log = logging.getLogger("portway.engine.watch")
@@ -130,6 +131,10 @@ class H1Watch(asyncio.Protocol):
         log.info("watch closed: %s from %s after %d events", self.watch.request.transport, self.source,
                  self.watch.sent_events)
 
+    @property
+    def principal(self) -> Principal:
+        return self.watch.request.principal
+
     def close(self, reason: str) -> None:
         self.watch.fail(reason)
         self._end()
@@ -182,6 +187,10 @@ class H2Watch:
         self.watch.received(data)
         if self.watch.closed:
             self.finish()
+
+    @property
+    def principal(self) -> Principal:
+        return self.watch.request.principal
 
     def close(self, reason: str) -> None:
         self.watch.fail(reason)
