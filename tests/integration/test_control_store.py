@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import jwt
@@ -12,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 
 from portway.engine.auth import TokenVerifier
 from portway.engine.store import (
@@ -50,16 +51,31 @@ from portway.engine.store import (
     touch_pat,
 )
 from portway.errors import ConfigError
-from tests.integration.store_fixtures import database, store
-
-__all__ = ["database", "store"]  # fixtures
 
 SECRET = "s" * 40
 SIGNER = TokenVerifier(SECRET, enabled=True)
 TABLES = {"workspaces", "projects", "users", "personal_access_tokens", "app_credentials", "revocations",
           "access_policies", "alembic_version"}
+# The tests of the store itself run on both backends, from an empty database (the migrations are under test).
+on_both = pytest.mark.store(empty=True)
 
 
+@pytest.fixture
+def database(store_database: str | None, tmp_path: Path) -> URL:
+    """The URL of an empty database of the test's backend."""
+    return make_url(store_database) if store_database else store_url(None, tmp_path)
+
+
+@pytest.fixture
+async def store(database: URL) -> AsyncIterator[Store]:
+    opened = await Store.open(database)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@on_both
 async def test_migrates_an_empty_database_to_head_and_seeds_defaults(database: URL) -> None:
     opened = await Store.open(database)
     try:
@@ -79,6 +95,7 @@ async def test_migrates_an_empty_database_to_head_and_seeds_defaults(database: U
         await again.close()
 
 
+@on_both
 async def test_workspace_and_project_round_trips(store: Store) -> None:
     acme = await create_workspace(store, "acme")
     assert await get_workspace(store, "acme") == acme == await get_workspace(store, acme.id)
@@ -110,6 +127,7 @@ async def test_workspace_and_project_round_trips(store: Store) -> None:
         await create_project(store, "x", "nowhere")
 
 
+@on_both
 async def test_pat_is_stored_as_a_hash_and_found_by_it(store: Store) -> None:
     created = await create_pat(store, signer=SIGNER, engine="edge.example", project="default", name="ci",
                                subject="alice", permissions=["tunnels.tunnels.create-delete", "admin"],
@@ -165,6 +183,7 @@ async def test_no_secret_ever_reaches_the_sqlite_file(tmp_path: Path) -> None:
         assert secret not in stored
 
 
+@on_both
 async def test_app_credentials_keep_only_the_public_key(store: Store) -> None:
     created = await create_app_credential(store, project="default", name="backend",
                                           permissions=["tunnels.streams.create-delete"])
@@ -183,6 +202,7 @@ async def test_app_credentials_keep_only_the_public_key(store: Store) -> None:
     assert created.secret not in " ".join(str(value) for value in row)
 
 
+@on_both
 async def test_revocation(store: Store) -> None:
     web = await create_project(store, "web")
     pat = await create_pat(store, signer=SIGNER, engine="e", project="web", name="ci", subject="alice")
@@ -211,6 +231,7 @@ async def test_revocation(store: Store) -> None:
     assert len(await list_revocations(store)) == 3  # the log outlives the project
 
 
+@on_both
 async def test_policy_versions(store: Store) -> None:
     initial = await get_access_policy(store, "default")
     assert initial.version == 0 and initial.policy == PolicyDocument()
@@ -234,6 +255,7 @@ async def test_policy_versions(store: Store) -> None:
         PolicyDocument(allowed_source_cidrs=["not-a-network"])
 
 
+@on_both
 async def test_concurrent_policy_writers_cannot_both_win(store: Store) -> None:
     results = await asyncio.gather(*(set_access_policy(store, "default", PolicyDocument(allow_public=bool(i % 2)),
                                                        expected_version=0) for i in range(4)),
