@@ -69,7 +69,8 @@ def store_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def module_store_database(store_backend: str) -> Iterator[str | None]:
-    """For a module-scoped engine: on postgresql, one database for the module's tests (theirs, see below)."""
+    """For a module-scoped engine (its fixture requests this): on postgresql, one database that the module's tests
+    share — their `store_database` yields it instead of making their own."""
     if store_backend != "postgresql" or pgdb.active_url() is not None:
         yield pgdb.active_url()
         return
