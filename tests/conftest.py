@@ -24,19 +24,76 @@ from portway.engine.configfile import load_config
 from portway.engine.state import EngineState
 from portway.wire._pb import rstream_pb2 as pb
 from portway.wire.framing import decode_message, encode_frame
+from tests import pgdb
 
 # One scalable time unit for waits in tests (raise PORTWAY_TEST_TIME_SCALE on slow machines).
 UNIT_S = float(os.environ.get("PORTWAY_TEST_TIME_SCALE", "1"))
 
 
 def engine_yaml(extra: str = "") -> str:
-    """A CE-style configuration on an ephemeral loopback port."""
+    """A CE-style configuration on an ephemeral loopback port; during the postgresql run of a `store` test, its
+    control-plane store is the test's PostgreSQL database (so `extra` must not have a `store` section)."""
+    database = pgdb.active_url()
     return (
         "engine:\n  host: localhost\n"
         "tls:\n  listen_addr: 127.0.0.1:0\n"
         "timeouts:\n  stream_request_seconds: 5\n  first_message_seconds: 2\n  shutdown_grace_seconds: 1\n"
+        + (f"store:\n  url: {database}\n" if database else "")
         + extra
     )
+
+
+# ---- the control-plane store's backends: tests marked `store` run on SQLite and on PostgreSQL ----
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`store` tests run once per backend: `[sqlite]` and `[postgresql]` (skipped without a server, unless
+    PORTWAY_TEST_REQUIRE_POSTGRES=1, when `store_backend` fails them)."""
+    if metafunc.definition.get_closest_marker("store") is None:
+        return
+    postgresql: object = "postgresql"
+    if pgdb.POSTGRES_URL is None and not pgdb.REQUIRE_POSTGRES:
+        postgresql = pytest.param("postgresql", marks=pytest.mark.skip(reason=pgdb.NO_POSTGRES))
+    metafunc.parametrize("store_backend", ["sqlite", postgresql], indirect=True)
+
+
+@pytest.fixture(scope="module")
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """The store backend of the running test: "sqlite" unless it is the postgresql run of a `store` test.
+    Module-scoped so that module-scoped engines (`module_store_database`) can follow it."""
+    backend = str(getattr(request, "param", "sqlite"))
+    if backend == "postgresql" and pgdb.POSTGRES_URL is None:
+        pytest.fail(pgdb.REQUIRED)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def module_store_database(store_backend: str) -> Iterator[str | None]:
+    """For a module-scoped engine (its fixture requests this): on postgresql, one database that the module's tests
+    share — their `store_database` yields it instead of making their own."""
+    if store_backend != "postgresql" or pgdb.active_url() is not None:
+        yield pgdb.active_url()
+        return
+    with pgdb.database():
+        yield pgdb.active_url()
+
+
+@pytest.fixture(autouse=True)
+def store_database(request: pytest.FixtureRequest, store_backend: str) -> Iterator[str | None]:
+    """On postgresql: a fresh database (migrated; empty for `@pytest.mark.store(empty=True)`) that every engine
+    the test starts uses, dropped afterwards; engines started in one test share it. Yields its URL (None: SQLite).
+    A module-scoped database (`module_store_database`) already in use serves the test instead."""
+    if store_backend != "postgresql" or pgdb.active_url() is not None:
+        yield pgdb.active_url()
+        return
+    marker = request.node.get_closest_marker("store")
+    with pgdb.database(empty=bool(marker is not None and marker.kwargs.get("empty"))):
+        yield pgdb.active_url()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if pgdb.POSTGRES_URL is not None:
+        pgdb.drop_template()
 
 
 @dataclass
@@ -295,7 +352,8 @@ def log_count(caplog: pytest.LogCaptureFixture, logger: str, fragment: str) -> i
 
 
 @pytest.fixture(scope="module")
-def shared_engine_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+def shared_engine_process(tmp_path_factory: pytest.TempPathFactory,
+                          module_store_database: str | None) -> Iterator[EngineProcess]:
     """One `portway engine` subprocess (uvloop) shared by a module's tests; tunnels must not collide."""
     handle = start_engine_process(tmp_path_factory.mktemp("engine"))
     try:

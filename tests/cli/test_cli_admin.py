@@ -33,6 +33,7 @@ def operator(handle: EngineProcess, tmp_path: Path) -> str:
     return token
 
 
+@pytest.mark.store  # on SQLite and PostgreSQL (the refusals and usage errors below never reach the store)
 def test_admin_round_trips(engine_process: EngineProcess, tmp_path: Path) -> None:
     token = operator(engine_process, tmp_path)
     assert admin(engine_process, token, "workspace", "create", "acme").returncode == 0

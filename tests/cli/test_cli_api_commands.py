@@ -204,6 +204,7 @@ def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     assert got.returncode == 2, got.stderr
 
 
+@pytest.mark.store  # an application credential made through the admin API: on SQLite and PostgreSQL
 async def test_token_create_offline_from_app_credentials(engine_process: EngineProcess) -> None:
     operator = mint_token(engine_process.secret, subject="root", ttl_s=600, extra={"role": "operator"})
     async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{engine_process.port}/api/admin",

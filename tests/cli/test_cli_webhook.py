@@ -20,6 +20,7 @@ async def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(run_cli, *args)
 
 
+@pytest.mark.store  # on SQLite and PostgreSQL (the usage errors below never reach an engine)
 async def test_create_list_deliveries_redeliver_rotate_delete(engine_process: EngineProcess) -> None:
     args = agent_args(engine_process)
     async with Receiver() as receiver:

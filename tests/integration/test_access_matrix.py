@@ -34,7 +34,7 @@ from portway.wire.codes import ErrorCode
 from tests.conftest import UNIT_S, EchoServer, EngineHandle, http_get, running_engine
 from tests.integration.test_signaling import SseReader
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.store]  # store: on SQLite and PostgreSQL
 
 WAIT_S = 10 * UNIT_S
 READ = "tunnels.resources.read-only"
@@ -250,7 +250,8 @@ async def serve(control: ControlChannel, tunnels: dict[str, dict[str, Any]], wor
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+async def world(tmp_path_factory: pytest.TempPathFactory, module_store_database: str | None) -> AsyncIterator[World]:
+    """One engine for the module (per store backend: its PostgreSQL database serves all the module's tests)."""
     async with running_engine(tmp_path_factory.mktemp("matrix")) as engine, \
             EchoServer(http=True) as web, EchoServer() as echo:
         world = World(engine, mint_token(engine.secret, subject="root", ttl_s=3600, extra={"role": "operator"}))

@@ -7,23 +7,30 @@ import asyncio
 import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
-from portway.engine.accesspolicy import PolicyDocument
+from portway.engine.auth import mint_token
 from portway.errors import EngineRejected
 from portway.wire.codes import ErrorCode
 from tests.conftest import EchoServer, EngineHandle, forwarded_hostname, http_get, running_engine
 
+pytestmark = pytest.mark.store  # on SQLite and PostgreSQL (tests/conftest.py)
 
-def set_policy(engine: EngineHandle, **fields: object) -> None:
-    assert engine.engine is not None and engine.engine.ctx is not None
-    policies = engine.engine.ctx.policies
-    policies.set(policies.default_id, PolicyDocument.model_validate(fields))
+
+async def set_policy(engine: EngineHandle, **fields: object) -> None:
+    """Replace the default project's policy as an operator does: through the admin API, so the store and the
+    engine's reload from it are on the path."""
+    operator = mint_token(engine.secret, subject="root", ttl_s=600, extra={"role": "operator"})
+    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{engine.port}/api/admin", verify=engine.visitor_tls(),
+                                 headers={"Authorization": f"Bearer {operator}"}, timeout=10) as admin:
+        answer = await admin.put("/projects/default/policy", json={"policy": fields})
+    assert answer.status_code == 200, answer.text
 
 
 async def test_creation_is_checked_against_the_project_policy(tmp_path: Path) -> None:
     async with running_engine(tmp_path) as engine:
-        set_policy(engine, allow_public=False, required_labels={"team": None})
+        await set_policy(engine, allow_public=False, required_labels={"team": None})
         control = await engine.client().connect()
         try:
             with pytest.raises(EngineRejected) as refused:
@@ -34,7 +41,7 @@ async def test_creation_is_checked_against_the_project_policy(tmp_path: Path) ->
                 await control.create_tunnel(publish=False, name="db")
             tunnel = await control.create_tunnel(publish=False, name="db", labels={"team": "a"})
             assert tunnel.properties.publish is False
-            set_policy(engine, allowed_protocols=["tcp"])
+            await set_policy(engine, allowed_protocols=["tcp"])
             with pytest.raises(EngineRejected, match="does not allow http"):
                 await control.create_tunnel(protocol="http")
             assert (await control.create_tunnel(protocol="tcp")).properties.port
@@ -49,17 +56,17 @@ async def test_visitors_of_existing_tunnels_follow_policy_changes(tmp_path: Path
         status, _ = await http_get(reader, writer, hostname)
         assert status == 200
         writer.close()
-        set_policy(engine, allowed_source_cidrs=["10.0.0.0/8"])  # applies to the next connection
+        await set_policy(engine, allowed_source_cidrs=["10.0.0.0/8"])  # applies to the next connection
         reader, writer = await engine.open_visitor(hostname)
         status, _ = await http_get(reader, writer, hostname)
         assert status == 403
         writer.close()
-        set_policy(engine, allow_public=False)  # the tunnel itself is no longer allowed: no new visitors
+        await set_policy(engine, allow_public=False)  # the tunnel itself is no longer allowed: no new visitors
         reader, writer = await engine.open_visitor(hostname)
         status, _ = await http_get(reader, writer, hostname)
         assert status == 403
         writer.close()
-        set_policy(engine)
+        await set_policy(engine)
         reader, writer = await engine.open_visitor(hostname)
         assert (await http_get(reader, writer, hostname))[0] == 200
         writer.close()
@@ -71,7 +78,7 @@ async def test_visitors_of_existing_tunnels_follow_policy_changes(tmp_path: Path
 async def test_minimum_tls_version_for_visitors(tmp_path: Path) -> None:
     async with running_engine(tmp_path) as engine, EchoServer(http=True) as upstream, \
             forwarded_hostname(engine, upstream.port) as hostname:
-        set_policy(engine, min_tls_version="tls1.3")
+        await set_policy(engine, min_tls_version="tls1.3")
         old = engine.visitor_tls()
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         reader, writer = await asyncio.open_connection("127.0.0.1", engine.port, ssl=old, server_hostname=hostname)

@@ -19,6 +19,8 @@ from portway.engine.auth import mint_token
 from portway.engine.store import lookup_pat_by_hash, token_sha256
 from tests.conftest import EngineHandle, running_engine
 
+pytestmark = pytest.mark.store  # on SQLite and PostgreSQL (tests/conftest.py)
+
 
 def operator_token(engine: EngineHandle, **claims: object) -> str:
     return mint_token(engine.secret, subject="root", ttl_s=600, extra=claims or {"role": "operator"})

@@ -20,6 +20,7 @@ from portway.wire.codes import ErrorCode
 from tests.conftest import EngineHandle, running_engine
 from tests.integration.test_admin_api import admin_api, operator_token
 
+pytestmark = pytest.mark.store
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[EngineHandle]:

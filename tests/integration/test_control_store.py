@@ -53,17 +53,17 @@ from portway.engine.store import (
 )
 from portway.engine.store.schema import Base
 from portway.errors import ConfigError
-from tests.integration.store_fixtures import database, store
-
-__all__ = ["database", "store"]  # fixtures
 
 SECRET = "s" * 40
 SIGNER = TokenVerifier(SECRET, enabled=True)
 TABLES = {"workspaces", "projects", "users", "personal_access_tokens", "app_credentials", "revocations",
           "access_policies", "webhook_endpoints", "webhook_secrets", "webhook_events", "webhook_deliveries",
           "webhook_attempts", "alembic_version"}
+# The tests of the store itself run on both backends, from an empty database (the migrations are under test).
+on_both = pytest.mark.store(empty=True)
 
 
+@on_both
 async def test_migrates_an_empty_database_to_head_and_seeds_defaults(database: URL) -> None:
     opened = await Store.open(database)
     try:
@@ -83,6 +83,7 @@ async def test_migrates_an_empty_database_to_head_and_seeds_defaults(database: U
         await again.close()
 
 
+@on_both
 async def test_migrations_build_exactly_the_schema_of_schema_py(store: Store) -> None:
     """Alembic's autogenerate comparison of the migrated database with `schema.py` finds nothing to do:
     a column added to one and not the other (or with another type or nullability) fails here."""
@@ -92,6 +93,7 @@ async def test_migrations_build_exactly_the_schema_of_schema_py(store: Store) ->
     assert differences == []
 
 
+@on_both
 async def test_workspace_and_project_round_trips(store: Store) -> None:
     acme = await create_workspace(store, "acme")
     assert await get_workspace(store, "acme") == acme == await get_workspace(store, acme.id)
@@ -123,6 +125,7 @@ async def test_workspace_and_project_round_trips(store: Store) -> None:
         await create_project(store, "x", "nowhere")
 
 
+@on_both
 async def test_pat_is_stored_as_a_hash_and_found_by_it(store: Store) -> None:
     created = await create_pat(store, signer=SIGNER, engine="edge.example", project="default", name="ci",
                                subject="alice", permissions=["tunnels.tunnels.create-delete", "admin"],
@@ -178,6 +181,7 @@ async def test_no_secret_ever_reaches_the_sqlite_file(tmp_path: Path) -> None:
         assert secret not in stored
 
 
+@on_both
 async def test_app_credentials_keep_only_the_public_key(store: Store) -> None:
     created = await create_app_credential(store, project="default", name="backend",
                                           permissions=["tunnels.streams.create-delete"])
@@ -196,6 +200,7 @@ async def test_app_credentials_keep_only_the_public_key(store: Store) -> None:
     assert created.secret not in " ".join(str(value) for value in row)
 
 
+@on_both
 async def test_revocation(store: Store) -> None:
     web = await create_project(store, "web")
     pat = await create_pat(store, signer=SIGNER, engine="e", project="web", name="ci", subject="alice")
@@ -224,6 +229,7 @@ async def test_revocation(store: Store) -> None:
     assert len(await list_revocations(store)) == 3  # the log outlives the project
 
 
+@on_both
 async def test_policy_versions(store: Store) -> None:
     initial = await get_access_policy(store, "default")
     assert initial.version == 0 and initial.policy == PolicyDocument()
@@ -247,6 +253,7 @@ async def test_policy_versions(store: Store) -> None:
         PolicyDocument(allowed_source_cidrs=["not-a-network"])
 
 
+@on_both
 async def test_concurrent_policy_writers_cannot_both_win(store: Store) -> None:
     results = await asyncio.gather(*(set_access_policy(store, "default", PolicyDocument(allow_public=bool(i % 2)),
                                                        expected_version=0) for i in range(4)),

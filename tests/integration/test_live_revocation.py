@@ -25,6 +25,8 @@ from tests.integration.test_signaling import SseReader, sse
 WAIT_S = 10 * UNIT_S
 
 
+pytestmark = pytest.mark.store
+
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[EngineHandle]:
     async with running_engine(tmp_path) as handle:

@@ -29,9 +29,8 @@ from portway.engine.store import (
     set_role,
     update_user,
 )
-from tests.integration.store_fixtures import database, store
 
-__all__ = ["database", "store"]  # fixtures
+pytestmark = pytest.mark.store
 
 SIGNER = TokenVerifier("s" * 40, enabled=True)
 
@@ -122,6 +121,7 @@ async def test_delete_only_without_live_pats(store: Store) -> None:
         await delete_user(store, "erin")
 
 
+@pytest.mark.store(empty=True)
 async def test_migrating_0001_to_0002_keeps_users(database: URL) -> None:
     """A database made by the previous release (revision 0001) with a user in it reaches head on open."""
     engine = create_async_engine(database)

@@ -17,9 +17,8 @@ from portway.engine.store.schema import WebhookDeliveryRow
 from portway.engine.webhooks.recorder import Recorder
 from portway.engine.webhooks.secret import new_secret
 from portway.engine.webhooks.store import WebhookStore
-from tests.integration.store_fixtures import database, store
 
-__all__ = ["database", "store"]  # fixtures
+pytestmark = pytest.mark.store
 
 
 async def _setup(store: Store, stored: list[str] | None = None) -> tuple[Recorder, EventBus, str]:

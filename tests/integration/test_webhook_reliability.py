@@ -18,6 +18,8 @@ from portway.agent.control import ControlChannel
 from tests.conftest import UNIT_S, start_engine_process, stop_engine_process
 from tests.integration.webhook_helpers import Receiver, api, create, deliveries, until_deliveries
 
+pytestmark = pytest.mark.store  # on SQLite and PostgreSQL (tests/conftest.py)
+
 # A fast schedule for the test: retries within 0.5 s, leases of a killed engine expire after 2 s.
 CONFIG = ("webhooks:\n  retry_base_seconds: 0.1\n  retry_cap_seconds: 0.5\n  timeout_seconds: 1\n"
           "  lease_seconds: 2\n")

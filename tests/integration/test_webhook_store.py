@@ -8,15 +8,15 @@ import asyncio
 import stat
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from portway.engine.store import Store, create_project, delete_project, list_projects, store_url
 from portway.engine.webhooks.records import Attempt
 from portway.engine.webhooks.secret import new_secret
 from portway.engine.webhooks.store import PendingEvent, Subscription, WebhookStore
-from tests.integration.store_fixtures import database, store
 
-__all__ = ["database", "store"]  # fixtures
+pytestmark = pytest.mark.store
 
 KINDS = ("tunnel.created", "tunnel.deleted")
 

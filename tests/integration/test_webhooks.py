@@ -16,6 +16,8 @@ from portway.engine.auth import mint_token
 from tests.conftest import EchoServer, forwarded_tunnel, running_engine
 from tests.integration.webhook_helpers import Received, Receiver, api, create, deliveries, until_deliveries
 
+pytestmark = pytest.mark.store  # on SQLite and PostgreSQL (tests/conftest.py)
+
 FAST = ("webhooks:\n  retry_base_seconds: 0.2\n  retry_cap_seconds: 0.4\n  timeout_seconds: 2\n"
         "  lease_seconds: 5\n")
 ALL = ["client.created", "client.deleted", "tunnel.created", "tunnel.deleted"]
