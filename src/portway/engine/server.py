@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,9 +86,12 @@ async def _drain_streams(ctx: EngineContext, deadline: float) -> None:
         ctx.streams.close(abort=True)
 
 
-async def _open_webhooks(cfg: EngineConfig, store: Store, state_dir: Path) -> WebhookService:
-    """The webhook service over the store's `webhook_*` tables (imported here for the reason `_open_store`
-    gives)."""
+async def _open_webhooks(cfg: EngineConfig, store: Store, state_dir: Path, default_project: str) -> WebhookService:
+    """The webhook service over the store's `webhook_*` tables, after importing an earlier version's outbox
+    (webhooks/legacy.py). Imported here for the reason `_open_store` gives."""
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from portway.engine.webhooks.legacy import LEGACY_FILE, import_legacy_outbox  # noqa: PLC0415
     from portway.engine.webhooks.service import WebhookService, WebhookSettings  # noqa: PLC0415
     from portway.engine.webhooks.store import StoreError  # noqa: PLC0415
 
@@ -97,9 +101,11 @@ async def _open_webhooks(cfg: EngineConfig, store: Store, state_dir: Path) -> We
     settings = WebhookSettings(schedule=schedule, timeout_s=section.timeout_seconds, concurrency=section.concurrency,
                                lease_s=section.lease_seconds, rotation_grace_s=section.rotation_grace_seconds,
                                retention_s=section.retention_seconds, refresh_s=cfg.store.refresh_seconds)
-    if (state_dir / "portway.db").exists():
-        log.warning("webhooks: %s is from an earlier Portway and is no longer read; endpoints now live in the "
-                    "control-plane store (create them again: portway webhook create)", state_dir / "portway.db")
+    try:
+        await import_legacy_outbox(state_dir, store, default_project)
+    except (sqlite3.Error, SQLAlchemyError, OSError, KeyError, ValueError) as error:
+        log.error("webhooks: cannot import %s from an earlier Portway (%s); it is left in place and tried again "
+                  "at the next start", state_dir / LEGACY_FILE, error)
     try:
         return await WebhookService.open(store, settings, version=__version__)
     except StoreError as error:
@@ -220,7 +226,7 @@ class Engine:
             self.metrics = metrics
         if cfg.webhooks.enabled:
             try:
-                self._webhooks = await _open_webhooks(cfg, store, self.state.state_dir)
+                self._webhooks = await _open_webhooks(cfg, store, self.state.state_dir, ctx.policies.project(None))
             except ConfigError:
                 self._listener.stop()
                 if self._http is not None:
