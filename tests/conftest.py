@@ -30,15 +30,17 @@ from tests import pgdb
 UNIT_S = float(os.environ.get("PORTWAY_TEST_TIME_SCALE", "1"))
 
 
-def engine_yaml(extra: str = "") -> str:
+def engine_yaml(extra: str = "", store_options: str = "") -> str:
     """A CE-style configuration on an ephemeral loopback port; during the postgresql run of a `store` test, its
-    control-plane store is the test's PostgreSQL database (so `extra` must not have a `store` section)."""
+    control-plane store is the test's PostgreSQL database (so `extra` must not have a `store` section: give
+    its other keys as `store_options`, indented YAML lines)."""
     database = pgdb.active_url()
+    store = (f"  url: {database}\n" if database else "") + store_options
     return (
         "engine:\n  host: localhost\n"
         "tls:\n  listen_addr: 127.0.0.1:0\n"
         "timeouts:\n  stream_request_seconds: 5\n  first_message_seconds: 2\n  shutdown_grace_seconds: 1\n"
-        + (f"store:\n  url: {database}\n" if database else "")
+        + (f"store:\n{store}" if store else "")
         + extra
     )
 
@@ -48,13 +50,16 @@ def engine_yaml(extra: str = "") -> str:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`store` tests run once per backend: `[sqlite]` and `[postgresql]` (skipped without a server, unless
-    PORTWAY_TEST_REQUIRE_POSTGRES=1, when `store_backend` fails them)."""
-    if metafunc.definition.get_closest_marker("store") is None:
+    PORTWAY_TEST_REQUIRE_POSTGRES=1, when `store_backend` fails them). `@pytest.mark.store(only="postgresql")`:
+    the postgresql run alone (several engines sharing one database, which SQLite files are not made for)."""
+    marker = metafunc.definition.get_closest_marker("store")
+    if marker is None:
         return
     postgresql: object = "postgresql"
     if pgdb.POSTGRES_URL is None and not pgdb.REQUIRE_POSTGRES:
         postgresql = pytest.param("postgresql", marks=pytest.mark.skip(reason=pgdb.NO_POSTGRES))
-    metafunc.parametrize("store_backend", ["sqlite", postgresql], indirect=True)
+    backends = [postgresql] if marker.kwargs.get("only") == "postgresql" else ["sqlite", postgresql]
+    metafunc.parametrize("store_backend", backends, indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -258,16 +263,17 @@ async def http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, h
 
 
 @contextlib.asynccontextmanager
-async def running_engine(tmp_path: Path, extra_yaml: str = "") -> AsyncIterator[EngineHandle]:
-    """Like the `engine` fixture, with extra YAML appended to the configuration."""
+async def running_engine(tmp_path: Path, extra_yaml: str = "", store_options: str = "",
+                         ) -> AsyncIterator[EngineHandle]:
+    """Like the `engine` fixture, with extra YAML appended to the configuration (see `engine_yaml`)."""
     config_file = tmp_path / "engine.yaml"
-    config_file.write_text(engine_yaml(extra_yaml))
+    config_file.write_text(engine_yaml(extra_yaml, store_options))
     config = load_config(str(config_file), {})
     state = EngineState.open(tmp_path / "state", engine_host="localhost", jwt_secret=None)
     server = Engine(config, state)
     await server.start()
     try:
-        yield EngineHandle(server.port, state.ca_path, state.jwt_secret, server)
+        yield EngineHandle(server.port, state.ca_path, config.auth.jwt.token_jwt_secret or state.jwt_secret, server)
     finally:
         await server.stop()
 

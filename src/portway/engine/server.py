@@ -43,6 +43,7 @@ from portway.wire.codes import ALPN
 
 if TYPE_CHECKING:
     from portway.engine.store import Store
+    from portway.engine.store.changes import ChangeFeed
     from portway.engine.webhooks.service import WebhookService
 
 log = logging.getLogger("portway.engine")
@@ -146,6 +147,7 @@ class Engine:
         self._webhooks: WebhookService | None = None
         self.store: Store | None = None
         self._credentials: CredentialCache | None = None
+        self._changes: ChangeFeed | None = None
 
     @property
     def port(self) -> int:
@@ -196,6 +198,10 @@ class Engine:
         ctx.access = AccessVerifier(verifier, credentials)
         credentials.on_reload(functools.partial(close_withdrawn, ctx))
         ctx.services["credentials"] = credentials
+        from portway.engine.store.changes import ChangeFeed  # noqa: PLC0415 - SQLAlchemy: see _open_store
+
+        self._changes = ChangeFeed(store)
+        ctx.services["changes"] = self._changes
         self._credentials = credentials
         try:
             self._listener = Listener.bind(ctx, host, port)
@@ -236,17 +242,26 @@ class Engine:
                 await store.close()
                 raise
             ctx.services["webhooks"] = self._webhooks
+            self._webhooks.announce = self._changes.announce
             self._webhooks.attach(ctx.events)
             self._webhooks.start()
         if self._http is not None:
             await self._http.start()
         self._listener.start()
         credentials.start(store, cfg.store.refresh_seconds)
+        self._changes.start(functools.partial(self._apply_changes, store))
         if watcher is not None:
             self._watch_certs(watcher)
         log.info("engine %s listening on %s:%d (host %s)", __version__, host, self._listener.port, cfg.engine.host)
         if self._http is not None:
             log.info("plain HTTP on %s:%d, %s", cfg.http.address[0], self._http.port, self._http.mode)
+
+    async def _apply_changes(self, store: Store) -> None:
+        """Another engine changed the control plane: read credentials, policies and endpoints again now."""
+        assert self._credentials is not None
+        await self._credentials.reload(store)
+        if self._webhooks is not None:
+            await self._webhooks.recorder.load()
 
     def _watch_certs(self, watcher: CertWatcher) -> None:
         """Check the static certificate files every `interval_s` until stop() (a timer, not a task: shutdown
@@ -309,6 +324,8 @@ class Engine:
             ctx.geoip.close()
         if self._http is not None:
             self._http.close_connections()
+        if self._changes is not None:
+            await self._changes.stop()
         if self._credentials is not None:
             await self._credentials.stop()
         if self.store is not None:  # last: the tasks answering admin requests have ended

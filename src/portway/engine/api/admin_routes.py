@@ -42,6 +42,7 @@ from portway.engine.store import (
     users,
     workspaces,
 )
+from portway.engine.store.changes import ChangeFeed
 from portway.engine.store.pats import Signer
 
 ADMIN_PERMISSION = "admin"
@@ -79,6 +80,9 @@ def admin(method: str, template: str) -> Callable[[AdminHandler], AdminHandler]:
             credentials = call.inventory.service("credentials")
             if method != "GET" and isinstance(credentials, CredentialCache):
                 await credentials.reload(store)  # a revocation or a new policy applies to the next request
+                changes = call.inventory.service("changes")
+                if isinstance(changes, ChangeFeed):
+                    await changes.announce()  # ... and on the other engines sharing the database
             return answer
         route(method, template)(guarded)
         return handler

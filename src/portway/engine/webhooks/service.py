@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -59,6 +59,7 @@ class WebhookService:
         self.recorder = Recorder(store, horizon_s=settings.schedule.horizon_s, clock=clock,
                                  stored=self.dispatcher.wake)
         self._bus: EventBus | None = None
+        self.announce: Callable[[], Awaitable[None]] | None = None  # tells other engines (store/changes.py)
         self._unsubscribe: Callable[[], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -132,7 +133,7 @@ class WebhookService:
         secret = secret or new_secret()
         endpoint = await self._store.create_endpoint(project_id=project_id, url=url, event_types=event_types,
                                                      enabled=enabled, secret=secret, now=self._clock())
-        await self.recorder.load()
+        await self._changed()
         return endpoint, secret
 
     async def endpoints(self, project_id: str) -> list[Endpoint]:
@@ -144,8 +145,14 @@ class WebhookService:
     async def delete(self, project_id: str, endpoint_id: str) -> bool:
         await self.recorder.drain()  # what was queued for it is stored (then deleted with it), not orphaned
         deleted = await self._store.delete_endpoint(endpoint_id, project_id=project_id)
-        await self.recorder.load()
+        await self._changed()
         return deleted
+
+    async def _changed(self) -> None:
+        """Endpoints changed: record with the new set here at once, and on the other engines soon."""
+        await self.recorder.load()
+        if self.announce is not None:
+            await self.announce()
 
     async def rotate(self, project_id: str, endpoint_id: str, *, secret: str | None,
                      grace_s: float | None) -> tuple[Endpoint, str] | None:
