@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,17 @@ async def listening(engine: EngineHandle) -> None:
     await asyncio.wait_for(feed.listening.wait(), WAIT_S)  # type: ignore[attr-defined]
 
 
+@contextlib.asynccontextmanager
+async def two_engines(tmp_path: Path) -> AsyncIterator[tuple[EngineHandle, EngineHandle]]:
+    """Engines A and B on the test's database, with one token secret, B listening for A's changes."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with running_engine(tmp_path / "a", SHARED_SECRET, SLOW_REFRESH) as a, \
+            running_engine(tmp_path / "b", SHARED_SECRET, SLOW_REFRESH) as b:
+        await listening(b)
+        yield a, b
+
+
 async def until_accepted(engine: EngineHandle, token: str) -> ControlChannel:
     deadline = asyncio.get_running_loop().time() + WAIT_S
     while True:
@@ -43,11 +55,7 @@ async def until_accepted(engine: EngineHandle, token: str) -> ControlChannel:
 
 
 async def test_a_revocation_on_one_engine_closes_a_channel_on_another(tmp_path: Path) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    async with running_engine(tmp_path / "a", SHARED_SECRET, SLOW_REFRESH) as a, \
-            running_engine(tmp_path / "b", SHARED_SECRET, SLOW_REFRESH) as b:
-        await listening(b)
+    async with two_engines(tmp_path) as (a, b):
         async with admin_api(a, operator_token(a)) as admin:
             made = await admin.post("/pats", json={"name": "edge", "project": "default", "expires_in": 600})
             pat_id, pat = made.json()["pat"]["id"], made.json()["token"]
@@ -59,11 +67,7 @@ async def test_a_revocation_on_one_engine_closes_a_channel_on_another(tmp_path: 
 
 
 async def test_an_endpoint_made_on_one_engine_hears_events_of_another(tmp_path: Path) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    async with Receiver() as receiver, running_engine(tmp_path / "a", store_options=SLOW_REFRESH) as a, \
-            running_engine(tmp_path / "b", store_options=SLOW_REFRESH) as b:
-        await listening(b)
+    async with Receiver() as receiver, two_engines(tmp_path) as (a, b):
         async with api(a) as client:
             hook = await create(client, url=receiver.url, events=["tunnel.created"])
         control = await b.client().connect()
@@ -81,11 +85,7 @@ async def test_an_endpoint_made_on_one_engine_hears_events_of_another(tmp_path: 
 
 
 async def test_the_feed_comes_back_after_its_connection_is_killed(tmp_path: Path) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    async with running_engine(tmp_path / "a", SHARED_SECRET, SLOW_REFRESH) as a, \
-            running_engine(tmp_path / "b", SHARED_SECRET, SLOW_REFRESH) as b:
-        await listening(b)
+    async with two_engines(tmp_path) as (a, b):
         assert b.engine is not None and b.engine.store is not None
         feed = b.engine.ctx.services["changes"]  # type: ignore[union-attr]
         async with b.engine.store.engine.connect() as connection:  # every other session on the database

@@ -41,6 +41,11 @@ async def _deliveries(store: Store) -> int:
         return int(await session.scalar(select(func.count()).select_from(WebhookDeliveryRow)) or 0)
 
 
+async def _rename(store: Store, table: str, to: str) -> None:
+    async with store.transaction() as session:
+        await session.execute(text(f"ALTER TABLE {table} RENAME TO {to}"))
+
+
 async def test_answers_wait_for_the_events_before_them_and_keep_their_order(store: Store) -> None:
     stored: list[str] = []
     recorder, bus, project = await _setup(store, stored)
@@ -68,16 +73,14 @@ async def test_a_transient_failure_delays_the_answer_and_loses_nothing(store: St
                                                                        caplog: pytest.LogCaptureFixture) -> None:
     recorder, bus, project = await _setup(store)
     try:
-        async with store.transaction() as session:
-            await session.execute(text("ALTER TABLE webhook_events RENAME TO webhook_events_away"))
+        await _rename(store, "webhook_events", "webhook_events_away")  # the next writes fail
         answered = asyncio.Event()
         with caplog.at_level(logging.WARNING, "portway.engine.webhooks"):
             bus.publish("tunnel.created", {"id": "t1"}, project_id=project)
             bus.after_recorded(answered.set)
             await asyncio.sleep(0.15)  # the first attempt failed; retries follow
             assert not answered.is_set()
-            async with store.transaction() as session:
-                await session.execute(text("ALTER TABLE webhook_events_away RENAME TO webhook_events"))
+            await _rename(store, "webhook_events_away", "webhook_events")
             await asyncio.wait_for(answered.wait(), 10)
         assert await _deliveries(store) == 1
         assert "retrying" in caplog.text and "will not be delivered" not in caplog.text
@@ -89,8 +92,7 @@ async def test_a_database_that_keeps_failing_releases_the_answers_with_one_error
         store: Store, caplog: pytest.LogCaptureFixture) -> None:
     recorder, bus, project = await _setup(store)
     try:
-        async with store.transaction() as session:
-            await session.execute(text("ALTER TABLE webhook_events RENAME TO webhook_events_away"))
+        await _rename(store, "webhook_events", "webhook_events_away")  # the next writes fail
         answered = asyncio.Event()
         with caplog.at_level(logging.WARNING, "portway.engine.webhooks"):
             event = bus.publish("tunnel.created", {"id": "t1"}, project_id=project)

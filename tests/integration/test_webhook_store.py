@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy.engine import URL
 
 from portway.engine.store import Store, create_project, delete_project, list_projects, store_url
-from portway.engine.webhooks.records import Attempt
+from portway.engine.webhooks.records import Attempt, PendingEvent, Subscription
 from portway.engine.webhooks.secret import new_secret
-from portway.engine.webhooks.store import PendingEvent, Subscription, WebhookStore
+from portway.engine.webhooks.store import WebhookStore
 
 pytestmark = pytest.mark.store
 

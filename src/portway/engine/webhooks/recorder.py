@@ -23,8 +23,8 @@ from collections import deque
 from collections.abc import Callable
 
 from portway.engine.events import EngineEvent
-from portway.engine.webhooks.records import DELIVERABLE_EVENTS
-from portway.engine.webhooks.store import PendingEvent, StoreError, Subscription, WebhookStore
+from portway.engine.webhooks.records import DELIVERABLE_EVENTS, PendingEvent, Subscription
+from portway.engine.webhooks.store import StoreError, WebhookStore
 
 log = logging.getLogger("portway.engine.webhooks")
 

@@ -60,3 +60,22 @@ class Lease:
     failures: int
     deadline_at: float
     until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """An enabled endpoint as the recorder needs it: whose events, and which types."""
+
+    endpoint_id: str
+    project_id: str
+    event_types: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event to store with one delivery per endpoint in `endpoint_ids`."""
+
+    event_id: str
+    event_type: str
+    body: bytes
+    endpoint_ids: tuple[str, ...]

@@ -18,7 +18,6 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +31,15 @@ from portway.engine.store.schema import (
     WebhookSecretRow,
 )
 from portway.engine.store.store import Store
-from portway.engine.webhooks.records import Attempt, Delivery, DeliveryStatus, Endpoint, Lease
+from portway.engine.webhooks.records import (
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Endpoint,
+    Lease,
+    PendingEvent,
+    Subscription,
+)
 from portway.engine.webhooks.secret import mask
 from portway.errors import PortwayError
 
@@ -44,25 +51,6 @@ class StoreError(PortwayError):
 def new_id(prefix: str) -> str:
     """`<prefix>_` + milliseconds (hex) + random: unique, and sorted by creation time as text."""
     return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """An enabled endpoint as the recorder needs it: whose events, and which types."""
-
-    endpoint_id: str
-    project_id: str
-    event_types: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
-    """An event to store with one delivery per endpoint in `endpoint_ids`."""
-
-    event_id: str
-    event_type: str
-    body: bytes
-    endpoint_ids: tuple[str, ...]
 
 
 class WebhookStore:
