@@ -14,18 +14,16 @@ import asyncio
 import functools
 import logging
 import ssl
-from typing import NamedTuple
 
 import httptools
 
 from portway.engine import summaries
 from portway.engine.agentconn import peer_ip
 from portway.engine.api import routes as api_routes
-from portway.engine.api.inventory import EngineInventory
 from portway.engine.authorize import may
 from portway.engine.broker import StreamFailed
 from portway.engine.context import EngineContext
-from portway.engine.edges import h2rules, upstreamtls
+from portway.engine.edges import upstreamtls
 from portway.engine.edges.h1toh2 import bridge
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import (
@@ -38,11 +36,12 @@ from portway.engine.edges.stream import (
     token_memo,
 )
 from portway.engine.edges.upstreamtls import over_tls
-from portway.engine.edges.watchstream import SSE_HEAD, H1Watch, over_capacity
+from portway.engine.edges.watchstream import H1Watch
 from portway.engine.policy import bearer_token, take_query_token
 from portway.engine.registry import Tunnel
 from portway.pipe import Pipe
 
+from .h1engine import EngineHost
 from .h1exchanges import BODY, ENDED, SWITCH, Exchange, Exchanges, access_line, kind_of
 from .h1rules import (
     MAX_HEAD_BYTES,
@@ -55,26 +54,18 @@ from .h1rules import (
     route_name,
 )
 from .h1upstream import Upstream
-from .pages import error_page, response
+from .pages import error_page
 
 log = logging.getLogger("portway.engine.http")
 access_log = logging.getLogger("portway.access")
 
 # Why the visitor's reading is paused (bits): its stream is being opened; a request waits for the
 # responses before it; bytes after an Upgrade/CONNECT wait for the answer; the agent's transport is
-# full; the connection failed; an engine API answer is being worked out.
-_CONNECTING, _HOLDING, _SWITCHING, _BACKPRESSURE, _FAILED, _ANSWERING = 1, 2, 4, 8, 16, 32
+# full; the connection failed (_ANSWERING, an engine API answer being worked out, is h1engine's).
+_CONNECTING, _HOLDING, _SWITCHING, _BACKPRESSURE, _FAILED = 1, 2, 4, 8, 16
 
 
-class _Asked(NamedTuple):
-    """What an engine API answer needs from its request once the parser has moved on."""
-
-    keep: bool
-    method: bytes
-    url: bytes
-    started: float
-
-class HttpEdge(Pipe):
+class HttpEdge(EngineHost, Pipe):
     """Protocol of one visitor connection (after TLS) on an HTTP surface.
 
     Inside httptools callbacks a refusal is raised as `Reject`; everywhere else it is `_fail`."""
@@ -523,95 +514,6 @@ class HttpEdge(Pipe):
             for draft in (self._draft, *(ex.draft for ex in self._exchanges)):
                 if draft is not None and draft.established is None:
                     draft.established = now
-
-    def _answer_locally(self) -> None:
-        """The engine's own host: the Engine API (api/routes.py) and its health endpoint.
-
-        Most answers are immediate. An async route's answer (`Pending`) is awaited in a task; while any is
-        outstanding, reading pauses and later answers queue behind it (`_answering`), so pipelined
-        requests are still answered in order."""
-        assert self.transport is not None
-        keep = self._parser.should_keep_alive()
-        method = self._parser.get_method()
-        answer = api_routes.answer(EngineInventory(self.ctx), method.decode("latin-1"),
-                                   self._url.decode("latin-1"), self._head.authorization_value(),
-                                   secure=self.scheme == "https", body=bytes(self._local_body))
-        self._local_body.clear()
-        if isinstance(answer, api_routes.WatchRequest):
-            if self._answering is not None:
-                answer = api_routes.error(421, "a signaling stream needs a connection of its own")
-            else:
-                head = over_capacity(self.ctx) or self._watch_head(answer)
-                if isinstance(head, bytes):
-                    self._watching = H1Watch(self.ctx, answer, self.source_ip)
-                    if self._idle_timer is not None:
-                        self._idle_timer.cancel()
-                    self._count_status(101 if answer.transport == "websocket" else 200)
-                    self._failed = True  # this parser is done: bytes after the head belong to the watch
-                    self._watching.take_over(self.transport, head)
-                    return
-                answer = head
-        asked = _Asked(keep, method, self._url, self._started)
-        if isinstance(answer, api_routes.ApiResponse) and self._answering is None:
-            self._write_local(answer, asked)
-            return
-        previous, done = self._answering, self._loop.create_future()
-        self._answering = done
-        self._pause(_ANSWERING)
-        self.ctx.spawn(self._answer_later(previous, done, answer, asked))
-
-    async def _answer_later(self, previous: asyncio.Future[None] | None, done: asyncio.Future[None],
-                            answer: api_routes.ApiResponse | api_routes.Pending, asked: _Asked) -> None:
-        """Wait for the answers owed before this one, then for this one, and write it."""
-        try:
-            if previous is not None:
-                await previous
-            response = answer if isinstance(answer, api_routes.ApiResponse) else await answer
-            if not self._closing and self.transport is not None and not self.transport.is_closing():
-                self._write_local(response, asked)
-        finally:
-            if not isinstance(answer, api_routes.ApiResponse):
-                answer.close()  # a no-op once awaited; spares a "never awaited" warning when cancelled first
-            done.set_result(None)
-            if self._answering is done:
-                self._answering = None
-                if self._deferred is not None:  # an error page that waited for these answers
-                    self._write_and_close(self._deferred)
-                elif self._eof:  # the visitor half-closed after its requests: all are answered now
-                    self.close()
-                else:
-                    self._resume(_ANSWERING)
-
-    def _write_local(self, answer: api_routes.ApiResponse, asked: _Asked) -> None:
-        assert self.transport is not None
-        extra = "".join(f"{name}: {value}\r\n" for name, value in answer.headers)
-        page = response(answer.status, answer.body, answer.content_type, close=not asked.keep, extra=extra,
-                        cache=answer.cache)
-        self.transport.write(page)
-        self._count_status(answer.status)
-        self._log_line(asked.method, asked.url, answer.status, len(page), asked.started)
-        self._rx_mark = self.bytes_in
-        if not asked.keep:
-            self.transport.close()
-
-    def _watch_head(self, request: api_routes.WatchRequest) -> bytes | api_routes.ApiResponse:
-        """The response head that starts a watch: SSE's 200, or the 101 of a valid WebSocket upgrade."""
-        upgrade = (self._head.upgrade or b"").lower()
-        if request.transport == "sse":
-            return SSE_HEAD if not upgrade else api_routes.error(400, "an SSE stream is a plain GET")
-        key = version = None
-        for line in self._head.lines:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"sec-websocket-key":
-                key = value.strip()
-            elif name.strip().lower() == b"sec-websocket-version":
-                version = value.strip()
-        if upgrade != b"websocket" or not key:
-            return api_routes.error(426, "this endpoint needs a WebSocket upgrade", (("Upgrade", "websocket"),))
-        if version != b"13":
-            return api_routes.error(426, "only WebSocket version 13 is supported", (("Sec-WebSocket-Version", "13"),))
-        return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Accept: %s\r\nServer: portway\r\n\r\n" % h2rules.websocket_accept(key))
 
     def _fail(self, status: int, detail: str, reason: str | None = None, ex: Exchange | None = None, *,
               extra: str = "", denied: str | None = None, failure: summaries.FailureKind | None = None) -> None:
