@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,10 +17,13 @@ from portway.cli.common import fail
 from portway.cli.engineinit import init
 from portway.cli.logformat import set_level
 from portway.cli.runtime import run, until_signal
-from portway.engine import Engine, load_config
 from portway.engine.auth import mint_token
+from portway.engine.configfile import load_config
 from portway.engine.state import EngineState, default_state_dir
 from portway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from portway.engine.server import Engine
 
 READY_TOKEN_TTL_S = 30 * 24 * 3600
 
@@ -32,6 +36,8 @@ def open_engine(config_file: str | None, state_dir: str | None) -> tuple[Engine,
                                  engine_host=config.engine.host, jwt_secret=config.auth.jwt.token_jwt_secret)
     except ConfigError as error:
         fail(str(error), "check the file and RSTREAM_ENGINE_* variables", code=2)
+    from portway.engine.server import Engine  # noqa: PLC0415 - only commands that run an engine pay for it
+
     return Engine(config, state), state
 
 

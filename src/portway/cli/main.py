@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -33,10 +34,12 @@ from portway.cli.netcat import nc
 from portway.cli.runtime import run, until_signal
 from portway.cli.token import token_group
 from portway.cli.webhook import webhook_group
-from portway.engine import Engine
 from portway.engine.auth import mint_token
 from portway.engine.state import EngineState
 from portway.wire.messages import TunnelProperties
+
+if TYPE_CHECKING:
+    from portway.engine.server import Engine
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

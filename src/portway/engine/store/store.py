@@ -5,6 +5,7 @@ project when opened, so a fresh engine has somewhere to put credentials."""
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +14,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from portway.engine.store import migrate
 from portway.engine.store.workspaces import ensure_defaults
@@ -69,32 +71,37 @@ def _private_file(path: Path) -> None:
 class Store:
     """An open store. Repository functions (workspaces.py, credentials.py, policies.py) take it first."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, anchor: sqlite3.Connection | None = None) -> None:
         self.engine = engine
+        self._anchor = anchor
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
     async def open(cls, url: URL | str) -> Store:
         """Connect, migrate to head and seed the default workspace and project."""
-        # SQLite keeps its connections pooled too: closing the last connection of a WAL database checkpoints
-        # it, which made every transaction cost ~20 ms (measured) when each opened its own. `close()` disposes
-        # the pool, so no connection outlives the loop of the engine (or test) that opened the store.
+        # SQLite: one connection per transaction, closed after it (NullPool): a pooled aiosqlite connection can
+        # outlive the loop of the engine or test that opened it, or be dropped unclosed when a task is cancelled
+        # mid-transaction. But closing the *last* connection of a WAL database checkpoints it (~20 ms a
+        # transaction, measured), so the store holds one plain sqlite3 connection open while it is open.
         parsed = make_url(url)
+        anchor: sqlite3.Connection | None = None
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 _private_file(Path(parsed.database))
-            engine = create_async_engine(url)
+                anchor = sqlite3.connect(parsed.database, check_same_thread=False)
+                anchor.execute("PRAGMA journal_mode=WAL")
+            engine = create_async_engine(url, poolclass=NullPool)
         else:
             engine = create_async_engine(url, pool_pre_ping=True)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_connect)
             event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        store = cls(engine)
+        store = cls(engine, anchor)
         try:
             await migrate.upgrade(engine)
             await ensure_defaults(store)
         except BaseException:
-            await engine.dispose()
+            await store.close()
             raise
         return store
 
@@ -106,3 +113,6 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._anchor is not None:
+            self._anchor.close()  # the last connection: SQLite checkpoints the WAL into the file now
+            self._anchor = None
