@@ -33,6 +33,9 @@ class CredentialCache:
         self._policies = policies
         self._task: asyncio.Task[None] | None = None
         self._reloaded: list[Callable[[], object]] = []
+        # One reload at a time: a slow periodic reload that began before an admin change must not finish after
+        # the reload that change triggered and swap the older copy back in (seen: a new PAT "unknown" for 10 s).
+        self._reloading = asyncio.Lock()
 
     def pat(self, sha256_hex: str) -> PatRecord | None:
         return self._pats.get(sha256_hex)
@@ -51,7 +54,12 @@ class CredentialCache:
         self._reloaded.append(callback)
 
     async def reload(self, store: Store) -> None:
-        """Read everything again and swap it in at once (readers never see half of a reload)."""
+        """Read everything again and swap it in at once (readers never see half of a reload); reloads run one
+        after another, so the copy swapped in last is the newest."""
+        async with self._reloading:
+            await self._reload(store)
+
+    async def _reload(self, store: Store) -> None:
         from portway.engine.store import (  # noqa: PLC0415 - SQLAlchemy only loads in a starting engine
             get_access_policy,
             list_app_credentials,

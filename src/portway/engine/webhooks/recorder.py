@@ -42,6 +42,7 @@ class Recorder:
         self._clock = clock
         self._stored = stored  # told after each commit (the dispatcher wakes)
         self._subscriptions: dict[str, list[Subscription]] = {}
+        self._loading = asyncio.Lock()
         self._queue: deque[tuple[int, PendingEvent]] = deque()
         self._queued = 0  # events ever queued
         self._done = 0  # events ever stored (or given up on)
@@ -54,10 +55,11 @@ class Recorder:
     async def load(self) -> None:
         """Read the enabled endpoints again (after a change here, at start, and periodically for changes
         made by another engine on the same database)."""
-        found: dict[str, list[Subscription]] = {}
-        for subscription in await self._store.subscriptions():
-            found.setdefault(subscription.project_id, []).append(subscription)
-        self._subscriptions = found
+        async with self._loading:  # one at a time: the copy swapped in last is the newest (credentials.py)
+            found: dict[str, list[Subscription]] = {}
+            for subscription in await self._store.subscriptions():
+                found.setdefault(subscription.project_id, []).append(subscription)
+            self._subscriptions = found
 
     def on_event(self, event: EngineEvent) -> None:
         if event.type not in DELIVERABLE_EVENTS or event.project_id is None:
