@@ -17,9 +17,12 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -134,26 +137,26 @@ class WebhookStore:
 
     async def record(self, events: Sequence[PendingEvent], *, now: float, deadline: float) -> int:
         """Store events and one due delivery per (still existing) endpoint, in one transaction; how many
-        deliveries. An endpoint deleted since the recorder looked is skipped, and an event already stored is
-        not stored again."""
+        deliveries. An endpoint deleted since the recorder looked is skipped, and an event already stored (a
+        retried batch whose commit did land) is not stored again. Core inserts, not the ORM: this runs before
+        agents get their answers."""
         wanted = {e for event in events for e in event.endpoint_ids}
-        ids = [event.event_id for event in events]
         async with self._tx() as session:
             alive = set(await session.scalars(select(WebhookEndpointRow.id).where(WebhookEndpointRow.id.in_(wanted))))
-            seen = set(await session.scalars(select(WebhookEventRow.id).where(WebhookEventRow.id.in_(ids))))
-            owed: list[WebhookDeliveryRow] = []
-            for event in events:
-                targets = [e for e in event.endpoint_ids if e in alive]
-                if not targets or event.event_id in seen:
-                    continue
-                seen.add(event.event_id)
-                session.add(WebhookEventRow(id=event.event_id, type=event.event_type, body=event.body,
-                                            recorded_at=now))
-                owed += (WebhookDeliveryRow(id=new_id("dlv"), endpoint_id=e, event_id=event.event_id, status="pending",
-                                            attempts=0, created_at=now, next_attempt_at=now, deadline_at=deadline)
-                         for e in targets)
-            await session.flush()  # the events first: the deliveries refer to them
-            session.add_all(owed)
+            kept = [event for event in events if any(e in alive for e in event.endpoint_ids)]
+            if not kept:
+                return 0
+            insert = _insert_ignoring_duplicates(session)
+            stored = await session.execute(
+                insert(WebhookEventRow).values([{"id": e.event_id, "type": e.event_type, "body": e.body,
+                                                 "recorded_at": now} for e in kept])
+                .on_conflict_do_nothing().returning(WebhookEventRow.id))
+            new = set(stored.scalars())
+            owed = [{"id": new_id("dlv"), "endpoint_id": endpoint, "event_id": e.event_id, "status": "pending",
+                     "attempts": 0, "created_at": now, "next_attempt_at": now, "deadline_at": deadline}
+                    for e in kept if e.event_id in new for endpoint in e.endpoint_ids if endpoint in alive]
+            if owed:
+                await session.execute(insert(WebhookDeliveryRow).values(owed))
         return len(owed)
 
     async def lease(self, *, now: float, limit: int, lease_s: float, owner: str) -> tuple[list[Lease], float | None]:
@@ -255,6 +258,11 @@ class WebhookStore:
 
 _DELIVERY = select(WebhookDeliveryRow, WebhookEventRow.type).join(
     WebhookEventRow, WebhookEventRow.id == WebhookDeliveryRow.event_id)
+
+
+def _insert_ignoring_duplicates(session: AsyncSession) -> Callable[..., Any]:
+    """The dialect's INSERT, which has `on_conflict_do_nothing` (SQLite and PostgreSQL spell it alike)."""
+    return sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
 
 
 def _delivery(row: WebhookDeliveryRow, event_type: str) -> Delivery:
