@@ -42,12 +42,12 @@ def store_url(url: str | None, state_dir: Path) -> URL:
 
 
 def _sqlite_connect(dbapi_connection: object, _record: object) -> None:
-    """Foreign keys on (SQLite leaves them off); a busy timeout so concurrent writers wait, not fail; WAL with
-    full syncs (a commit is on disk when it returns); and transactions begun by us, not the driver (below)."""
+    """Foreign keys on (SQLite leaves them off); a busy timeout so concurrent writers wait, not fail; full syncs
+    (a commit is on disk when it returns); and transactions begun by us, not the driver (below). WAL is a
+    property of the file, set once when the store opens (`Store.open`), not on each of these connections."""
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
@@ -89,7 +89,7 @@ class Store:
             if parsed.database and parsed.database != ":memory:":
                 _private_file(Path(parsed.database))
                 anchor = sqlite3.connect(parsed.database, check_same_thread=False)
-                anchor.execute("PRAGMA journal_mode=WAL")
+                anchor.execute("PRAGMA journal_mode=WAL")  # persistent: every later connection is in WAL too
             engine = create_async_engine(url, poolclass=NullPool)
         else:
             engine = create_async_engine(url, pool_pre_ping=True)
