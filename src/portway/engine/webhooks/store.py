@@ -81,9 +81,8 @@ class WebhookStore:
                                            event_types=list(event_types), enabled=enabled, created_at=now))
             await session.flush()
             session.add(WebhookSecretRow(endpoint_id=endpoint_id, secret=secret, created_at=now, expires_at=None))
-        found = await self.endpoint(endpoint_id, project_id=project_id, now=now)
-        assert found is not None
-        return found
+        return Endpoint(id=endpoint_id, project_id=project_id, url=url, event_types=tuple(event_types),
+                        enabled=enabled, created_at=now, secret_hint=mask(secret), secrets_active=1)
 
     async def endpoints(self, project_id: str, *, now: float) -> list[Endpoint]:
         async with self._tx() as session:
