@@ -6,56 +6,21 @@ its hash or public key."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
 import jwt
-import yaml
 
-from portway.agent.api import EngineApi
-from portway.cli.common import agent_options, client, fail, print_rows
+from portway.cli.adminshared import OUTPUT, PROJECT, engine_api, json_option, show
+from portway.cli.adminusers import user_group
+from portway.cli.common import agent_options, fail, print_rows
 from portway.cli.inventory import fetch
 
-_OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
-                       show_default=True)
-_PROJECT = click.option("--project", help="Project id or name (default: every project for lists, else 'default').")
 WORKSPACE_COLUMNS = ["id", "name", "created_at"]
 PROJECT_COLUMNS = ["id", "name", "workspace_id", "created_at"]
-USER_COLUMNS = ["id", "subject", "role", "disabled_at", "created_at"]
 PAT_COLUMNS = ["id", "name", "project_id", "permissions", "expires_at", "last_used_at", "revoked_at"]
 APP_COLUMNS = ["client_id", "name", "project_id", "permissions", "created_at", "revoked_at"]
 REVOCATION_COLUMNS = ["kind", "ref", "project_id", "reason", "revoked_at"]
-
-
-def _api(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
-         ca_file: str | None, insecure: bool) -> EngineApi:
-    return client(ctx, engine_addr, token, token_file, ca_file, insecure).api
-
-
-def _show(row: dict[str, Any], output: str, columns: list[str]) -> None:
-    if output == "table":
-        print_rows([row], output, columns)
-    else:
-        print_rows(row, output, columns)  # type: ignore[arg-type]  # json/yaml dump any value
-
-
-def _json_option(raw: str | None, path: str | None, what: str) -> Any:
-    """`--X-json` or `--X-file` (not both), parsed; a usage error (exit 2) when malformed."""
-    if raw is not None and path is not None:
-        fail(f"give --{what}-json or --{what}-file, not both", code=2)
-    if path is not None:
-        try:
-            raw = Path(path).read_text()
-        except OSError as error:
-            fail(f"cannot read {path}: {error.strerror}", code=2)
-    if raw is None:
-        return None
-    try:
-        return yaml.safe_load(raw) if path is not None and not path.endswith(".json") else json.loads(raw)
-    except (ValueError, yaml.YAMLError) as error:
-        fail(f"the {what} is not valid JSON/YAML: {error}", code=2)
 
 
 @click.group(name="admin")
@@ -70,6 +35,9 @@ def admin_group() -> None:
       portway admin pat create ci --project web -p tunnels.tunnels.create-delete
       portway admin policy set --project web --policy-json '{"allow_public": false}'
     """
+
+
+admin_group.add_command(user_group)
 
 
 # ---- workspaces ----
@@ -88,7 +56,7 @@ def workspace_group() -> None:
 
 @workspace_group.command(name="list")
 @agent_options
-@_OUTPUT
+@OUTPUT
 @click.pass_context
 def workspace_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                    ca_file: str | None, insecure: bool, output: str) -> None:
@@ -98,14 +66,14 @@ def workspace_list(ctx: click.Context, engine_addr: str | None, token: str | Non
     Example:
       portway admin workspace list -o json
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("workspaces")), output, WORKSPACE_COLUMNS)
 
 
 @workspace_group.command(name="create")
 @click.argument("name")
 @agent_options
-@_OUTPUT
+@OUTPUT
 @click.pass_context
 def workspace_create(ctx: click.Context, name: str, engine_addr: str | None, token: str | None,
                      token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
@@ -115,8 +83,8 @@ def workspace_create(ctx: click.Context, name: str, engine_addr: str | None, tok
     Example:
       portway admin workspace create acme
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    _show(fetch(lambda: api.admin("POST", "workspaces", body={"name": name})), output, WORKSPACE_COLUMNS)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    show(fetch(lambda: api.admin("POST", "workspaces", body={"name": name})), output, WORKSPACE_COLUMNS)
 
 
 @workspace_group.command(name="delete")
@@ -131,7 +99,7 @@ def workspace_delete(ctx: click.Context, ref: str, engine_addr: str | None, toke
     Example:
       portway admin workspace delete acme
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     fetch(lambda: api.admin("DELETE", f"workspaces/{ref}"))
     click.echo(f"deleted workspace {ref}")
 
@@ -153,7 +121,7 @@ def project_group() -> None:
 @project_group.command(name="list")
 @agent_options
 @click.option("--workspace", help="Only this workspace's projects (id or name).")
-@_OUTPUT
+@OUTPUT
 @click.pass_context
 def project_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                  ca_file: str | None, insecure: bool, workspace: str | None, output: str) -> None:
@@ -163,7 +131,7 @@ def project_list(ctx: click.Context, engine_addr: str | None, token: str | None,
     Example:
       portway admin project list --workspace acme
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("projects", workspace=workspace)), output, PROJECT_COLUMNS)
 
 
@@ -171,7 +139,7 @@ def project_list(ctx: click.Context, engine_addr: str | None, token: str | None,
 @click.argument("name")
 @agent_options
 @click.option("--workspace", default="default", show_default=True, help="Workspace id or name.")
-@_OUTPUT
+@OUTPUT
 @click.pass_context
 def project_create(ctx: click.Context, name: str, engine_addr: str | None, token: str | None,
                    token_file: str | None, ca_file: str | None, insecure: bool, workspace: str, output: str) -> None:
@@ -181,9 +149,9 @@ def project_create(ctx: click.Context, name: str, engine_addr: str | None, token
     Example:
       portway admin project create web --workspace acme
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     row = fetch(lambda: api.admin("POST", "projects", body={"name": name, "workspace": workspace}))
-    _show(row, output, PROJECT_COLUMNS)
+    show(row, output, PROJECT_COLUMNS)
 
 
 @project_group.command(name="delete")
@@ -198,156 +166,9 @@ def project_delete(ctx: click.Context, ref: str, engine_addr: str | None, token:
     Example:
       portway admin project delete acme/web
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     fetch(lambda: api.admin("DELETE", f"projects/{ref}"))
     click.echo(f"deleted project {ref}")
-
-
-# ---- users ----
-
-_ROLE = click.Choice(["operator", "member"])
-
-
-def _user_path(ref: str) -> str:
-    """`users/<ref>`, the id or subject percent-encoded (a subject may hold spaces, `?` or `#`)."""
-    return f"users/{quote(ref, safe='@')}"
-
-
-@admin_group.group(name="user")
-def user_group() -> None:
-    """Users: whom PATs speak for. An operator's PATs may use the admin API; a disabled user's PATs (and the
-    tokens derived from them) are refused until it is enabled again. REF is a user id or subject.
-
-    \b
-    Examples:
-      portway admin user list -o json
-      portway admin user create alice@example.com --role operator
-      portway admin user disable bob@example.com
-    """
-
-
-@user_group.command(name="list")
-@agent_options
-@_OUTPUT
-@click.pass_context
-def user_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
-              ca_file: str | None, insecure: bool, output: str) -> None:
-    """List users.
-
-    \b
-    Example:
-      portway admin user list -o json
-    """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    print_rows(fetch(lambda: api.admin_list("users")), output, USER_COLUMNS)
-
-
-@user_group.command(name="create")
-@click.argument("subject")
-@agent_options
-@click.option("--role", type=_ROLE, default="member", show_default=True,
-              help="operator: its PATs may use the admin API.")
-@_OUTPUT
-@click.pass_context
-def user_create(ctx: click.Context, subject: str, engine_addr: str | None, token: str | None,
-                token_file: str | None, ca_file: str | None, insecure: bool, role: str, output: str) -> None:
-    """Create the user SUBJECT (the `sub` its tokens carry).
-
-    \b
-    Example:
-      portway admin user create alice@example.com --role operator
-    """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    _show(fetch(lambda: api.admin("POST", "users", body={"subject": subject, "role": role})), output, USER_COLUMNS)
-
-
-@user_group.command(name="get")
-@click.argument("ref")
-@agent_options
-@_OUTPUT
-@click.pass_context
-def user_get(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
-             ca_file: str | None, insecure: bool, output: str) -> None:
-    """Show the user REF (id or subject).
-
-    \b
-    Example:
-      portway admin user get alice@example.com -o json
-    """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    _show(fetch(lambda: api.admin("GET", _user_path(ref))), output, USER_COLUMNS)
-
-
-def _patch_user(ctx: click.Context, ref: str, change: dict[str, Any], engine_addr: str | None, token: str | None,
-                token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    _show(fetch(lambda: api.admin("PATCH", _user_path(ref), body=change)), output, USER_COLUMNS)
-
-
-@user_group.command(name="set-role")
-@click.argument("ref")
-@click.argument("role", type=_ROLE)
-@agent_options
-@_OUTPUT
-@click.pass_context
-def user_set_role(ctx: click.Context, ref: str, role: str, engine_addr: str | None, token: str | None,
-                  token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
-    """Give the user REF the role ROLE (operator or member); applies at the next request.
-
-    \b
-    Example:
-      portway admin user set-role bob@example.com operator
-    """
-    _patch_user(ctx, ref, {"role": role}, engine_addr, token, token_file, ca_file, insecure, output)
-
-
-@user_group.command(name="disable")
-@click.argument("ref")
-@agent_options
-@_OUTPUT
-@click.pass_context
-def user_disable(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
-                 ca_file: str | None, insecure: bool, output: str) -> None:
-    """Disable the user REF: its PATs and the tokens derived from them are refused (not revoked).
-
-    \b
-    Example:
-      portway admin user disable bob@example.com
-    """
-    _patch_user(ctx, ref, {"disabled": True}, engine_addr, token, token_file, ca_file, insecure, output)
-
-
-@user_group.command(name="enable")
-@click.argument("ref")
-@agent_options
-@_OUTPUT
-@click.pass_context
-def user_enable(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
-                ca_file: str | None, insecure: bool, output: str) -> None:
-    """Enable the user REF again: its unrevoked PATs work again.
-
-    \b
-    Example:
-      portway admin user enable bob@example.com
-    """
-    _patch_user(ctx, ref, {"disabled": False}, engine_addr, token, token_file, ca_file, insecure, output)
-
-
-@user_group.command(name="delete")
-@click.argument("ref")
-@agent_options
-@click.pass_context
-def user_delete(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
-                ca_file: str | None, insecure: bool) -> None:
-    """Delete the user REF; its PATs must be revoked first.
-
-    \b
-    Example:
-      portway admin user delete bob@example.com
-    """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    fetch(lambda: api.admin("DELETE", _user_path(ref)))
-    click.echo(f"deleted user {ref}")
 
 
 # ---- credentials ----
@@ -357,7 +178,7 @@ def _grant_body(name: str, project: str | None, permissions: tuple[str, ...], re
     body: dict[str, Any] = {"name": name, "project": project or "default"}
     if permissions:
         body["permissions"] = list(permissions)
-    resources = _json_option(resources_json, resources_file, "resources")
+    resources = json_option(resources_json, resources_file, "resources")
     if resources is not None:
         body["resources"] = resources
     return body
@@ -385,8 +206,8 @@ def pat_group() -> None:
 
 @pat_group.command(name="list")
 @agent_options
-@_PROJECT
-@_OUTPUT
+@PROJECT
+@OUTPUT
 @click.pass_context
 def pat_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
              ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
@@ -396,7 +217,7 @@ def pat_list(ctx: click.Context, engine_addr: str | None, token: str | None, tok
     Example:
       portway admin pat list --project web -o json
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("pats", project=project)), output, PAT_COLUMNS)
 
 
@@ -412,7 +233,7 @@ def _duration(value: str) -> int:
 @pat_group.command(name="create")
 @click.argument("name")
 @agent_options
-@_PROJECT
+@PROJECT
 @_PERMISSION
 @_RESOURCES_JSON
 @_RESOURCES_FILE
@@ -434,7 +255,7 @@ def pat_create(ctx: click.Context, name: str, engine_addr: str | None, token: st
     body["expires_in"] = _duration(expires_in)
     if subject:
         body["subject"] = subject
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     created = fetch(lambda: api.admin("POST", "pats", body=body))
     if output == "json":
         click.echo(json.dumps(created, indent=2))
@@ -457,7 +278,7 @@ def pat_revoke(ctx: click.Context, pat_id: str, engine_addr: str | None, token: 
     Example:
       portway admin pat revoke pat_0123456789abcdef
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     revoked = fetch(lambda: api.admin("POST", f"pats/{pat_id}/revoke", body={"reason": reason}))
     click.echo(f"revoked {revoked['id']} at {revoked['revoked_at']}")
 
@@ -476,8 +297,8 @@ def app_group() -> None:
 
 @app_group.command(name="list")
 @agent_options
-@_PROJECT
-@_OUTPUT
+@PROJECT
+@OUTPUT
 @click.pass_context
 def app_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
              ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
@@ -487,14 +308,14 @@ def app_list(ctx: click.Context, engine_addr: str | None, token: str | None, tok
     Example:
       portway admin app list -o json
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("apps", project=project)), output, APP_COLUMNS)
 
 
 @app_group.command(name="create")
 @click.argument("name")
 @agent_options
-@_PROJECT
+@PROJECT
 @_PERMISSION
 @_RESOURCES_JSON
 @_RESOURCES_FILE
@@ -510,7 +331,7 @@ def app_create(ctx: click.Context, name: str, engine_addr: str | None, token: st
       portway admin app create backend --project web
     """
     body = _grant_body(name, project, permissions, resources_json, resources_file)
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     created = fetch(lambda: api.admin("POST", "apps", body=body))
     if output == "json":
         click.echo(json.dumps(created, indent=2))
@@ -533,15 +354,15 @@ def app_revoke(ctx: click.Context, client_id: str, engine_addr: str | None, toke
     Example:
       portway admin app revoke app_0123456789abcdef
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     revoked = fetch(lambda: api.admin("POST", f"apps/{client_id}/revoke", body={"reason": reason}))
     click.echo(f"revoked {revoked['client_id']} at {revoked['revoked_at']}")
 
 
 @admin_group.command(name="revocations")
 @agent_options
-@_PROJECT
-@_OUTPUT
+@PROJECT
+@OUTPUT
 @click.pass_context
 def revocation_list(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                     ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
@@ -551,7 +372,7 @@ def revocation_list(ctx: click.Context, engine_addr: str | None, token: str | No
     Example:
       portway admin revocations -o json
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     print_rows(fetch(lambda: api.admin_list("revocations", project=project)), output, REVOCATION_COLUMNS)
 
 
@@ -587,7 +408,7 @@ def revoke_token(ctx: click.Context, jti: str | None, from_file: click.utils.Laz
         if not isinstance(found, str) or not found:
             raise click.UsageError("this token has no jti to revoke it by: revoke its PAT or app credential")
         jti = found
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     revoked = fetch(lambda: api.admin("POST", "revocations", body={"jti": jti, "reason": reason}))
     click.echo(f"revoked token {revoked['ref']} at {revoked['revoked_at']}")
 
@@ -607,7 +428,7 @@ def policy_group() -> None:
 
 @policy_group.command(name="get")
 @agent_options
-@_PROJECT
+@PROJECT
 @click.option("-o", "--output", type=click.Choice(["json", "yaml"]), default="yaml", show_default=True)
 @click.pass_context
 def policy_get(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
@@ -618,13 +439,13 @@ def policy_get(ctx: click.Context, engine_addr: str | None, token: str | None, t
     Example:
       portway admin policy get --project web
     """
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    _show(fetch(lambda: api.admin("GET", f"projects/{project or 'default'}/policy")), output, [])
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    show(fetch(lambda: api.admin("GET", f"projects/{project or 'default'}/policy")), output, [])
 
 
 @policy_group.command(name="set")
 @agent_options
-@_PROJECT
+@PROJECT
 @click.option("--policy-json", help='The whole policy, e.g. {"allow_public": false, "allowed_protocols": ["http"]}.')
 @click.option("--policy-file", type=click.Path(dir_okay=False), help="The policy from a YAML or JSON file.")
 @click.option("--if-version", type=click.IntRange(0), help="Refuse unless this is the version in force.")
@@ -639,9 +460,9 @@ def policy_set(ctx: click.Context, engine_addr: str | None, token: str | None, t
     Example:
       portway admin policy set --project web --policy-json '{"allow_public": false}'
     """
-    policy = _json_option(policy_json, policy_file, "policy")
+    policy = json_option(policy_json, policy_file, "policy")
     if not isinstance(policy, dict):
         fail("give the policy as a JSON/YAML object", "--policy-json '{...}' or --policy-file FILE", code=2)
-    api = _api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     body = {"policy": policy, "expected_version": if_version}
-    _show(fetch(lambda: api.admin("PUT", f"projects/{project or 'default'}/policy", body=body)), output, [])
+    show(fetch(lambda: api.admin("PUT", f"projects/{project or 'default'}/policy", body=body)), output, [])
