@@ -21,6 +21,7 @@ from tests.conftest import EngineHandle, running_engine
 from tests.integration.test_admin_api import admin_api, operator_token
 
 pytestmark = pytest.mark.store
+CREATE = "tunnels.tunnels.create-delete"
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[EngineHandle]:
@@ -97,6 +98,8 @@ async def test_refusals(engine: EngineHandle) -> None:
             (api.patch("/users/nobody", json={"role": "member"}), 404, "nobody"),
             (api.delete("/users/nobody"), 404, "nobody"),
             (api.put("/users/carol", json={}), 405, "use"),
+            (api.post("/pats", json={"name": "ops", "subject": "carol", "permissions": ["admin"]}), 409,
+             "make it an operator"),
         ]
         for request, status, fragment in cases:
             got = await request
@@ -165,6 +168,36 @@ async def test_operator_role_makes_a_pat_an_operator_token(engine: EngineHandle)
                 assert (await restricted.get("/users")).status_code == 403
             await operator.patch("/users/frank", json={"role": "member"})  # an operator demoting itself
             assert (await operator.get("/users")).status_code == 403
+
+
+async def test_the_stored_role_decides_for_pats_that_claim_admin_and_their_derived_tokens(
+        engine: EngineHandle) -> None:
+    """A PAT made with the `admin` permission, and a token derived from it asking for `admin`, are operator
+    tokens only while their user is an operator: demoting the user takes the rights away at the next request."""
+    async with admin_api(engine, operator_token(engine)) as api:
+        await api.post("/users", json={"subject": "heidi", "role": "operator"})
+        token = (await api.post("/pats", json={"name": "ops", "subject": "heidi",
+                                               "permissions": ["admin", CREATE]})).json()["token"]
+        async with engine_api(engine, token) as engine_calls:
+            minted = await engine_calls.post("/tokens", json={"expires_in": 60, "permissions": ["admin"]})
+            assert minted.status_code == 200, minted.text
+            derived = minted.json()["token"]
+            plain = (await engine_calls.post("/tokens", json={"expires_in": 60,
+                                                               "permissions": [CREATE]})).json()["token"]
+        for usable in (token, derived):
+            async with admin_api(engine, usable) as operator:
+                assert (await operator.get("/users")).status_code == 200
+        async with admin_api(engine, plain) as narrowed:  # derived without `admin`: not an operator's
+            assert (await narrowed.get("/users")).status_code == 403
+        await api.patch("/users/heidi", json={"role": "member"})
+        for refused_token in (token, derived):
+            async with admin_api(engine, refused_token) as member:
+                refused = await member.get("/users")
+                assert refused.status_code == 403 and "operator" in refused.json()["error"]
+            assert await control_refusal(engine, refused_token) is None  # still a valid token otherwise
+        await api.patch("/users/heidi", json={"role": "operator"})
+        async with admin_api(engine, derived) as again:
+            assert (await again.get("/users")).status_code == 200
 
 
 async def test_delete_is_refused_while_the_user_has_live_pats(engine: EngineHandle) -> None:

@@ -101,6 +101,24 @@ async def test_pats_make_members_and_disabled_users_get_none(store: Store) -> No
         await create_pat(store, signer=SIGNER, engine="e", project="default", name="ci3", subject="a\tb")
 
 
+async def test_an_admin_pat_needs_an_operator(store: Store) -> None:
+    """An admin PAT makes a new subject an operator (the operator asking grants exactly that) and is refused
+    for a member: its `admin` would be dead letter, since the stored role decides (admin_routes.is_operator)."""
+    created = await create_pat(store, signer=SIGNER, engine="e", project="default", name="ops", subject="olga",
+                               permissions=["admin"])
+    assert (await get_user(store, "olga")).role == "operator" and created.pat.permissions == ["admin"]
+    await create_user(store, "mallory")
+    with pytest.raises(Conflict, match="mallory.*member.*operator"):
+        await create_pat(store, signer=SIGNER, engine="e", project="default", name="ops", subject="mallory",
+                         permissions=["tunnels.resources.read-only", "admin"])
+    assert (await get_user(store, "mallory")).role == "member"  # nothing changed
+    await set_role(store, "mallory", "operator")
+    await create_pat(store, signer=SIGNER, engine="e", project="default", name="ops", subject="mallory",
+                     permissions=["admin"])
+    await create_pat(store, signer=SIGNER, engine="e", project="default", name="all", subject="dan")
+    assert (await get_user(store, "dan")).role == "member"  # every permission of a member: not an operator's
+
+
 async def test_delete_only_without_live_pats(store: Store) -> None:
     first = await create_pat(store, signer=SIGNER, engine="e", project="default", name="a", subject="erin")
     second = await create_pat(store, signer=SIGNER, engine="e", project="default", name="b", subject="erin")

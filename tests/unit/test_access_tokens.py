@@ -43,6 +43,7 @@ class Store:
     apps: dict[str, AppRecord] = field(default_factory=dict)
     revoked_ids: set[str] = field(default_factory=set)
     disabled_ids: set[str] = field(default_factory=set)
+    roles: dict[str, str] = field(default_factory=dict)
 
     def pat(self, sha256_hex: str) -> PatRecord | None:
         return self.pats.get(sha256_hex)
@@ -55,6 +56,9 @@ class Store:
 
     def disabled(self, credential_id: str) -> bool:
         return credential_id in self.disabled_ids
+
+    def role(self, credential_id: str) -> str | None:
+        return self.roles.get(credential_id)
 
 
 @pytest.fixture(scope="module")
@@ -304,16 +308,21 @@ def test_pat_of_a_disabled_user_and_what_derives_from_it(verifier: AccessVerifie
     refused(verifier, derived, "token source credential revoked")
 
 
-def test_pat_principal_carries_its_user_role_and_derived_tokens_do_not(verifier: AccessVerifier,
-                                                                       store: Store) -> None:
+def test_pat_principal_and_its_derived_tokens_carry_the_users_stored_role(verifier: AccessVerifier,
+                                                                         store: Store) -> None:
     token = hs256({"type": "pat", "jti": "3"})
     store.pats[pat_digest(token)] = PatRecord(id="pat-1", subject="c", role="operator")
     principal = verifier.verify(token, NOW)
     assert principal.role == "operator" and "role" not in principal.claims  # the store's word, not a claim
     store.pats[pat_digest(token)] = PatRecord(id="pat-1", subject="c")
     assert verifier.verify(token, NOW).role is None
-    derived = mint_token(SECRET, subject="c", ttl_s=60, now=NOW, extra={"sourceCredentialId": "pat-1"})
-    assert verifier.verify(derived, NOW).role is None
+    derived = mint_token(SECRET, subject="c", ttl_s=60, now=NOW,
+                         extra={"sourceCredentialId": "pat-1", "role": "operator"})
+    assert verifier.verify(derived, NOW).role is None  # no user on record: a claimed role is not a stored one
+    store.roles["pat-1"] = "member"
+    assert verifier.verify(derived, NOW).role == "member"  # read at each verification: a demotion applies
+    store.roles["pat-1"] = "operator"
+    assert verifier.verify(derived, NOW).role == "operator"
 
 
 def test_pat_signed_with_another_secret_is_refused_even_when_stored(verifier: AccessVerifier, store: Store) -> None:

@@ -30,6 +30,7 @@ class CredentialCache:
         self._apps: dict[str, AppRecord] = {}
         self._revoked: frozenset[str] = frozenset()
         self._disabled: frozenset[str] = frozenset()
+        self._roles: dict[str, str] = {}  # PAT id -> its user's role
         self._policies = policies
         self._task: asyncio.Task[None] | None = None
         self._reloaded: list[Callable[[], object]] = []
@@ -48,6 +49,9 @@ class CredentialCache:
 
     def disabled(self, credential_id: str) -> bool:
         return credential_id in self._disabled
+
+    def role(self, credential_id: str) -> str | None:
+        return self._roles.get(credential_id)
 
     def on_reload(self, callback: Callable[[], object]) -> None:
         """Call `callback` after every reload (the engine closes what a revocation withdrew)."""
@@ -93,7 +97,9 @@ class CredentialCache:
         revoked = frozenset(r.ref for r in await list_revocations(store))
         default = next((p.id for p in projects.values() if p.name == "default"), None)
         policies = {project_id: (await get_access_policy(store, project_id)).policy for project_id in projects}
+        roles = {record.id: record.role for record in pats.values() if record.role is not None}
         self._pats, self._apps, self._revoked, self._disabled = pats, apps, revoked, frozenset(disabled)
+        self._roles = roles
         self._policies.replace(policies, default_id=default,
                                workspaces={p.id: p.workspace_id for p in projects.values()})
         for callback in self._reloaded:

@@ -13,8 +13,9 @@ Any kind: a token whose `jti` is in the revocation log (a single token withdrawn
 `withdrawn(principal)` asks the same questions again of a principal verified earlier, so the engine can close
 control channels and signaling streams whose credential was revoked (or whose user was disabled) since.
 
-A PAT's principal carries its user's stored `role` (`AccessPrincipal.role`): the admin API admits a PAT
-whose user is an operator (api/admin_routes.py `is_operator`). Tokens derived from it do not inherit the role.
+A PAT's principal, and that of a token derived from a PAT, carries the PAT user's stored `role`
+(`AccessPrincipal.role`), read at every verification: the admin API (api/admin_routes.py `is_operator`) lets
+that role decide, so demoting a user takes operator rights from their PATs and what derives from them.
 
 The algorithm is pinned by the kind, so an HS256 token claiming `app`, an ES512 token claiming `pat`
 or an HS256 token signed with an app public key as secret are all refused. What a token may do is the
@@ -107,6 +108,9 @@ class CredentialStore(Protocol):
     def disabled(self, credential_id: str) -> bool:
         """True when `credential_id` is a PAT whose user is disabled; False when unknown."""
 
+    def role(self, credential_id: str) -> str | None:
+        """The stored role of the user whose PAT `credential_id` is; None when it is no such PAT."""
+
 
 def pat_digest(token: str) -> str:
     """How a PAT is stored and looked up: SHA-256 hex of the whole token string."""
@@ -118,9 +122,9 @@ class AccessPrincipal(Principal):
     """A verified token: who (`subject`), which kind, what it may do (`grant`) and where it belongs.
 
     `source_credential_id` is the stored credential behind it (PAT id, app client id, or an auth
-    token's `sourceCredentialId`). `role` is the stored role of a PAT's user ("operator" or "member"; None
-    for other kinds): what the store says, not a claim. Still a `Principal`, so code that only needs the
-    subject keeps working.
+    token's `sourceCredentialId`). `role` is the stored role ("operator" or "member") of the user whose PAT
+    it is or derives from; None when no user on record stands behind it. What the store says, not a claim.
+    Still a `Principal`, so code that only needs the subject keeps working.
     """
 
     kind: TokenKind
@@ -223,9 +227,10 @@ class AccessVerifier:
                 raise AuthError("token source credential's user disabled")
         tid = token_id(token)
         project, workspace = claims.get("project_id"), claims.get("workspace_id")  # set on derived tokens
+        role = self._store.role(source) if source is not None and self._store is not None else None
         return AccessPrincipal(
             subject=subject_of(claims, tid), token_id=tid, claims=MappingProxyType(claims), expires_at=expires_at,
-            kind=kind, grant=Grant.from_claims(claims), source_credential_id=source,
+            kind=kind, grant=Grant.from_claims(claims), source_credential_id=source, role=role,
             project_id=project if isinstance(project, str) else None,
             workspace_id=workspace if isinstance(workspace, str) else None)
 

@@ -1,9 +1,10 @@
 """The admin API (`/api/admin/...`): workspaces, projects, users, personal access tokens, application
 credentials, access policies and the revocation log, over the control-plane store.
 
-Only operators (`is_operator`): a token whose claims say `"role": "operator"` (`portway engine token
---operator` mints one) or whose `permissions` hold `admin`, or a PAT whose user has the stored role
-operator (unless the PAT's permission list leaves `admin` out). Handlers are coroutines (the store is async); see
+Only operators (`is_operator`): a PAT whose user has the stored role operator (unless the PAT's permission
+list leaves `admin` out), a token derived from one that asks for `admin`, or a token with no user behind it
+whose claims say `"role": "operator"` (`portway engine token --operator` mints one) or hold the `admin`
+permission. A member's PATs never are, whatever they claim. Handlers are coroutines (the store is async); see
 routes.py for how the edges run them. Store refusals map to 404/409/400 with `{error}`.
 """
 
@@ -43,23 +44,29 @@ from portway.engine.store import (
     workspaces,
 )
 from portway.engine.store.changes import ChangeFeed
+from portway.engine.store.grants import ADMIN_PERMISSION
 from portway.engine.store.pats import Signer
 
-ADMIN_PERMISSION = "admin"
 _STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
 AdminHandler = Callable[[Call, Store], Awaitable[ApiResponse]]
 
 
 def is_operator(principal: Principal) -> bool:
-    """The token's own claims make it an operator's, or it is a PAT whose user is an operator in the store
-    (read at verification from the credential cache, so a role change applies at the next request). A PAT
-    restricted to a permission list without `admin` stays a non-admin token even for an operator."""
+    """Behind a PAT of a user on record (the PAT itself or a token derived from it), the user's stored role
+    decides, read at verification (a role change applies at the next request): an operator's PAT is an
+    operator token unless its permission list leaves `admin` out, and a token derived from it only when it
+    asks for `admin` itself; a member's never, whatever its claims say. Otherwise (engine-secret tokens,
+    app credentials) the token's own claims decide: `"role": "operator"` or the `admin` permission."""
     claims = principal.claims
     permissions = claims.get("permissions")
-    if claims.get("role") == "operator" or (isinstance(permissions, list) and ADMIN_PERMISSION in permissions):
-        return True
-    return (isinstance(principal, AccessPrincipal) and principal.kind == "pat" and principal.role == "operator"
-            and (principal.permissions is None or ADMIN_PERMISSION in principal.permissions))
+    claimed = claims.get("role") == "operator" or (isinstance(permissions, list) and ADMIN_PERMISSION in permissions)
+    if not isinstance(principal, AccessPrincipal) or principal.role is None:
+        return claimed
+    if principal.role != "operator":
+        return False
+    if principal.kind == "pat":
+        return principal.permissions is None or ADMIN_PERMISSION in principal.permissions
+    return claimed
 
 
 def admin(method: str, template: str) -> Callable[[AdminHandler], AdminHandler]:

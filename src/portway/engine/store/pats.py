@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import select, update
 
-from portway.engine.store.errors import Invalid, NotFound
-from portway.engine.store.grants import check_permissions, check_resources
+from portway.engine.store.errors import Conflict, Invalid, NotFound
+from portway.engine.store.grants import ADMIN_PERMISSION, check_permissions, check_resources
 from portway.engine.store.ids import check_name, new_id, now
 from portway.engine.store.records import CreatedPat, Pat, utc
 from portway.engine.store.revocations import add_revocation
@@ -52,7 +52,11 @@ def pat_record(row: PatRow) -> Pat:
 async def create_pat(store: Store, *, signer: Signer, engine: str, project: str, name: str, subject: str,
                      permissions: list[str] | None = None, resources: dict[str, Any] | None = None,
                      ttl_s: int = DEFAULT_PAT_TTL_S) -> CreatedPat:
-    """Mint and record a PAT for `subject` in `project` (id or name); the token is in the answer only."""
+    """Mint and record a PAT for `subject` in `project` (id or name); the token is in the answer only.
+
+    A PAT with the `admin` permission is an operator token only while its user is an operator, so one is
+    refused for a member (409: promote the user first) and a subject seen for the first time becomes an
+    operator: the operator asking for it grants exactly that."""
     check_name(name, "token")
     permissions, resources = check_permissions(permissions), check_resources(resources)
     if not 1 <= ttl_s <= MAX_PAT_TTL_S:
@@ -60,7 +64,10 @@ async def create_pat(store: Store, *, signer: Signer, engine: str, project: str,
     created = now()
     async with store.transaction() as session:
         target = await project_row(session, project)
-        owner = await ensure_user(session, subject)
+        wants_admin = permissions is not None and ADMIN_PERMISSION in permissions
+        owner = await ensure_user(session, subject, "operator" if wants_admin else "member")
+        if wants_admin and owner.role != "operator":
+            raise Conflict(f"user {subject!r} is a member: make it an operator before giving it an admin PAT")
         pat_id, endpoint = new_id("pat"), secrets.token_hex(4)
         claims: dict[str, object] = {"type": "pat", "token_endpoint": endpoint, "metadata": {"engine": engine},
                                      "workspace_id": target.workspace_id, "project_id": target.id,

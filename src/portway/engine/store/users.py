@@ -2,8 +2,8 @@
 admin API with its PATs, `member` may not) and an optional `disabled_at` (a disabled user's PATs, and every
 token derived from them, are refused until it is enabled again). A reference is a user id or a subject.
 
-PAT creation makes the user of a new subject on first sight (`ensure_user`, role member); operators
-manage users explicitly here."""
+PAT creation makes the user of a new subject on first sight (`ensure_user`: a member, or an operator when the
+PAT asks for `admin`); operators manage users explicitly here."""
 
 from __future__ import annotations
 
@@ -47,13 +47,13 @@ def user_record(row: UserRow) -> User:
                 disabled_at=utc(row.disabled_at) if row.disabled_at else None)
 
 
-async def ensure_user(session: AsyncSession, subject: str) -> UserRow:
-    """The user row for a token subject, created (as a member) on first sight: credentials point at their
+async def ensure_user(session: AsyncSession, subject: str, role: str = "member") -> UserRow:
+    """The user row for a token subject, created (with `role`) on first sight: credentials point at their
     owner. A disabled user gets no new credentials."""
     check_subject(subject)
     row = await session.scalar(select(UserRow).where(UserRow.subject == subject))
     if row is None:
-        row = UserRow(id=new_id("usr"), subject=subject, role="member", created_at=now(), disabled_at=None)
+        row = UserRow(id=new_id("usr"), subject=subject, role=role, created_at=now(), disabled_at=None)
         session.add(row)
         await session.flush()
     elif row.disabled_at is not None:
