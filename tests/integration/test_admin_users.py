@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import jsonschema
+import jwt
 import pytest
 from openapi_spec_validator import validate as validate_spec
 
+from portway.engine.access.mint import load_client_secret, mint_app_token
 from portway.errors import EngineRejected
 from portway.wire.codes import ErrorCode
 from tests.conftest import EngineHandle, running_engine
@@ -228,3 +231,50 @@ async def test_openapi_documents_the_user_routes(engine: EngineHandle) -> None:
             schema = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]
             jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(answer)
         assert set(document["components"]["schemas"]["UserUpdate"]["properties"]) == {"role", "disabled"}
+
+
+async def test_claims_signed_by_their_holder_make_no_operator(engine: EngineHandle) -> None:
+    """An app-credential holder signs its own tokens: claiming `"role": "operator"` or `admin` gives it nothing
+    unless the credential's stored permissions list `admin`. A plain engine token cannot mint itself `admin`."""
+    async with admin_api(engine, operator_token(engine)) as api:
+        app = (await api.post("/apps", json={"name": "device"})).json()
+        boss = (await api.post("/apps", json={"name": "automation", "permissions": ["admin", CREATE]})).json()
+    now = int(time.time())
+    key = load_client_secret(app["secret"])
+    for claims in ({"role": "operator"}, {"permissions": ["admin"]}, {"role": "operator", "permissions": ["admin"]}):
+        forged = jwt.encode({"type": "app", "clientId": app["credential"]["client_id"], "iat": now, "exp": now + 600,
+                             "project_id": app["credential"]["project_id"], **claims}, key, algorithm="ES512")
+        async with admin_api(engine, forged) as holder:
+            refused = await holder.get("/workspaces")
+            assert refused.status_code == 403, (claims, refused.text)
+        async with engine_api(engine, forged) as holder:  # nor can it derive an operator token
+            minted = await holder.post("/tokens", json={"expires_in": 60, "permissions": ["admin"]})
+            assert minted.status_code == 403 and "operator" in minted.json()["error"], minted.text
+    automation = mint_app_token(boss["credential"]["client_id"], boss["secret"], expires_in=600,
+                                project_id=boss["credential"]["project_id"])
+    async with admin_api(engine, automation) as admitted:  # stored `admin`: an operator's credential
+        assert (await admitted.get("/workspaces")).status_code == 200
+    async with engine_api(engine, engine.token()) as plain:
+        minted = await plain.post("/tokens", json={"expires_in": 60, "permissions": ["admin"]})
+        assert minted.status_code == 403 and "only an operator token" in minted.json()["error"], minted.text
+        inherited = (await plain.post("/tokens", json={"expires_in": 60})).json()["token"]
+    async with admin_api(engine, inherited) as child:
+        assert (await child.get("/workspaces")).status_code == 403
+
+
+async def test_revoking_a_token_withdraws_what_was_derived_from_it(engine: EngineHandle) -> None:
+    root = engine.token()  # an engine-secret token: no stored credential behind the chain
+    async with engine_api(engine, root) as holder:
+        child = (await holder.post("/tokens", json={"expires_in": 600})).json()["token"]
+    async with engine_api(engine, child) as holder:
+        grandchild = (await holder.post("/tokens", json={"expires_in": 600})).json()["token"]
+    assert await control_refusal(engine, grandchild) is None
+    async with admin_api(engine, operator_token(engine)) as api:
+        revoked = await api.post("/revocations", json={"token": child, "reason": "leaked"})
+        assert revoked.status_code == 201, revoked.text
+    assert await control_refusal(engine, child) is not None
+    refusal = await control_refusal(engine, grandchild)
+    assert refusal is not None and "token source revoked" in refusal
+    async with engine_api(engine, grandchild) as holder:
+        assert (await holder.get("/tunnels")).status_code == 401
+    assert await control_refusal(engine, root) is None  # above the revoked token: untouched

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from portway.engine.access.grant import PERMISSION_OF
 from portway.engine.access.mint import mint_app_token, new_app_credential
+from portway.engine.access.operators import is_operator
 from portway.engine.access.scopes import SCOPES
 from portway.engine.access.tokens import AccessPrincipal, AccessVerifier, AppRecord, PatRecord, pat_digest
-from portway.engine.api.tokens import MintRefused, MintRequest, derive
+from portway.engine.api.tokens import MAX_GENERATIONS, MintRefused, MintRequest, derive
 from portway.engine.auth import TokenVerifier, mint_token
+from portway.errors import AuthError
 from tests.unit.test_access_resources import PATHS, trees, tunnels
 from tests.unit.test_access_tokens import Store
 
@@ -25,7 +27,7 @@ NOW = 1_700_000_000
 APP = new_app_credential("app-derive")
 PERMISSIONS = sorted(PERMISSION_OF.values())
 
-permission_sets = st.none() | st.lists(st.sampled_from([*PERMISSIONS, "turn.relay.allocate"]), unique=True)
+permission_sets = st.none() | st.lists(st.sampled_from([*PERMISSIONS, "turn.relay.allocate", "admin"]), unique=True)
 resources = st.none() | st.builds(lambda tree: {"tunnels": tree}, trees)
 grants = st.tuples(permission_sets, resources)
 requests = st.builds(lambda p, r: MintRequest(expires_in=600, permissions=p, resources=r), permission_sets,
@@ -97,11 +99,15 @@ def test_a_derived_token_holds_a_subset_of_its_parents_rights(
         checks: list[Any]) -> None:
     parent = parent_of(kind, stored, own)
     child = child_of(parent, request)
-    if child is None:  # refused: it asked for permissions the parent does not hold
-        assert request.permissions is not None and parent.permissions is not None
-        assert not set(request.permissions) <= parent.permissions
+    if child is None:  # refused: it asked for permissions the parent does not hold, or admin from a non-operator
+        assert request.permissions is not None
+        assert (parent.permissions is not None and not set(request.permissions) <= parent.permissions) or (
+            "admin" in request.permissions and not is_operator(parent))
         return
     assert_within(child, parent, checks)
+    parent_jti = [parent.claims["jti"]] if "jti" in parent.claims else []  # app tokens may have none
+    assert child.claims["derivedFrom"] == [*parent.claims.get("derivedFrom", []), *parent_jti]
+    assert is_operator(parent) or not is_operator(child)
     grandchild = child_of(child, again)  # and down a chain
     if grandchild is not None:
         assert_within(grandchild, child, checks)
@@ -119,3 +125,48 @@ def test_an_empty_request_keeps_exactly_the_parents_rights(own: tuple[Any, Any],
         assert child.grant.can(scope, tunnel, path=path, **where) == parent.grant.can(scope, tunnel, path=path,
                                                                                         **where)
         assert child.grant.select(tunnel, **where) == parent.grant.select(tunnel, **where)
+
+
+def test_admin_is_delegated_only_by_an_operator_token() -> None:
+    """"Every permission" (no list) does not hold `admin`: a plain engine token cannot mint itself operator rights."""
+    wants_admin = MintRequest(expires_in=60, permissions=["admin"])
+    with pytest.raises(MintRefused, match="only an operator token"):
+        derive(parent_of("ce", (None, None), (None, None)), wants_admin, now=NOW, engine="e")
+    with pytest.raises(MintRefused, match="only an operator token"):  # an app holder claiming admin for itself
+        derive(parent_of("app", (None, None), (["admin"], None)), wants_admin, now=NOW, engine="e")
+    operator = parent_of("ce", (None, None), (["admin", "tunnels.resources.read-only"], None))
+    child = child_of(operator, wants_admin)
+    assert child is not None and is_operator(child) and child.permissions == {"admin"}
+
+
+def test_revoking_any_ancestor_withdraws_the_chain() -> None:
+    store = Store()
+    verifier = AccessVerifier(TokenVerifier(SECRET, enabled=True), store)
+    tokens = [mint_token(SECRET, subject="alice", ttl_s=3600, now=NOW)]  # a CE root: no stored credential
+    for _ in range(3):
+        ttl, claims = derive(verifier.verify(tokens[-1], NOW), MintRequest(expires_in=600), now=NOW, engine="e")
+        tokens.append(mint_token(SECRET, subject="alice", ttl_s=ttl, now=NOW, extra=claims))
+    jtis = [verifier.verify(token, NOW).claims["jti"] for token in tokens]
+    assert verifier.verify(tokens[3], NOW).claims["derivedFrom"] == jtis[:3]
+    store.revoked_ids.add(jtis[1])  # a middle token, revoked by its jti
+    for token in tokens[2:]:
+        with pytest.raises(AuthError, match="token source revoked"):
+            verifier.verify(token, NOW)
+    with pytest.raises(AuthError, match="token revoked"):
+        verifier.verify(tokens[1], NOW)
+    assert verifier.verify(tokens[0], NOW).subject == "alice"  # above the revoked token: untouched
+
+
+def test_a_chain_is_bounded_and_its_resources_stay_flat() -> None:
+    verifier = AccessVerifier(TokenVerifier(SECRET, enabled=True), Store())
+    token = mint_token(SECRET, subject="alice", ttl_s=3600, now=NOW)
+    narrow = {"tunnels": {"scopes": {"tunnels": {"list": True, "connect": True}}}}
+    for generation in range(MAX_GENERATIONS):
+        ttl, claims = derive(verifier.verify(token, NOW), MintRequest(expires_in=600, resources=narrow), now=NOW,
+                             engine="e")
+        token = mint_token(SECRET, subject="alice", ttl_s=ttl, now=NOW, extra=claims)
+        tree = claims["resources"]["tunnels"]  # type: ignore[index]
+        assert set(tree) == {"AND"} if generation else tree == narrow["tunnels"]
+        assert all("AND" not in term for term in tree.get("AND", [])), tree
+    with pytest.raises(MintRefused, match="derived 8 times"):
+        derive(verifier.verify(token, NOW), MintRequest(expires_in=60), now=NOW, engine="e")

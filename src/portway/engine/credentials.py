@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from portway.engine.access.operators import ADMIN_PERMISSION, OPERATOR
 from portway.engine.access.tokens import AppRecord, PatRecord
 from portway.engine.accesspolicy import PolicyBook
 
@@ -30,7 +31,7 @@ class CredentialCache:
         self._apps: dict[str, AppRecord] = {}
         self._revoked: frozenset[str] = frozenset()
         self._disabled: frozenset[str] = frozenset()
-        self._roles: dict[str, str] = {}  # PAT id -> its user's role
+        self._roles: dict[str, str] = {}  # PAT id -> its user's role; app client id -> operator/member
         self._policies = policies
         self._task: asyncio.Task[None] | None = None
         self._reloaded: list[Callable[[], object]] = []
@@ -98,6 +99,8 @@ class CredentialCache:
         default = next((p.id for p in projects.values() if p.name == "default"), None)
         policies = {project_id: (await get_access_policy(store, project_id)).policy for project_id in projects}
         roles = {record.id: record.role for record in pats.values() if record.role is not None}
+        roles.update({client_id: OPERATOR if ADMIN_PERMISSION in (record.permissions or ()) else "member"
+                      for client_id, record in apps.items()})
         self._pats, self._apps, self._revoked, self._disabled = pats, apps, revoked, frozenset(disabled)
         self._roles = roles
         self._policies.replace(policies, default_id=default,

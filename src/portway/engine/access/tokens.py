@@ -13,9 +13,9 @@ Any kind: a token whose `jti` is in the revocation log (a single token withdrawn
 `withdrawn(principal)` asks the same questions again of a principal verified earlier, so the engine can close
 control channels and signaling streams whose credential was revoked (or whose user was disabled) since.
 
-A PAT's principal, and that of a token derived from a PAT, carries the PAT user's stored `role`
-(`AccessPrincipal.role`), read at every verification: the admin API (api/admin_routes.py `is_operator`) lets
-that role decide, so demoting a user takes operator rights from their PATs and what derives from them.
+A principal backed by a stored credential (a PAT, an app credential, or a token derived from either)
+carries the stored `role` behind it (`AccessPrincipal.role`), read at every verification: access/operators.py
+`is_operator` lets that role decide, so demoting a user takes operator rights from their PATs at once.
 
 The algorithm is pinned by the kind, so an HS256 token claiming `app`, an ES512 token claiming `pat`
 or an HS256 token signed with an app public key as secret are all refused. What a token may do is the
@@ -46,6 +46,7 @@ __all__ = [
     "APP_ALGORITHM",
     "APP_CLOCK_SKEW_S",
     "APP_MAX_LIFETIME_S",
+    "DERIVED_FROM",
     "AccessPrincipal",
     "AccessVerifier",
     "AppRecord",
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 TokenKind = Literal["ce", "auth", "pat", "app"]
+DERIVED_FROM = "derivedFrom"
+"""Claim of a derived token: the `jti` of every token above it (api/tokens.py `derive`)."""
 APP_ALGORITHM = "ES512"
 APP_MAX_LIFETIME_S = 3600
 APP_CLOCK_SKEW_S = 300
@@ -109,7 +112,8 @@ class CredentialStore(Protocol):
         """True when `credential_id` is a PAT whose user is disabled; False when unknown."""
 
     def role(self, credential_id: str) -> str | None:
-        """The stored role of the user whose PAT `credential_id` is; None when it is no such PAT."""
+        """The stored role behind a credential: a PAT's user's role; for an app credential "operator" when its
+        stored permissions list `admin`, else "member"; None when unknown (or a PAT without a user)."""
 
 
 def pat_digest(token: str) -> str:
@@ -122,8 +126,8 @@ class AccessPrincipal(Principal):
     """A verified token: who (`subject`), which kind, what it may do (`grant`) and where it belongs.
 
     `source_credential_id` is the stored credential behind it (PAT id, app client id, or an auth
-    token's `sourceCredentialId`). `role` is the stored role ("operator" or "member") of the user whose PAT
-    it is or derives from; None when no user on record stands behind it. What the store says, not a claim.
+    token's `sourceCredentialId`). `role` is the stored role ("operator" or "member") behind that credential
+    (`CredentialStore.role`); None when no stored credential stands behind it. The store's word, not a claim.
     Still a `Principal`, so code that only needs the subject keeps working.
     """
 
@@ -181,6 +185,9 @@ class AccessVerifier:
         jti = principal.claims.get("jti")
         if isinstance(jti, str) and self._store.revoked(jti):
             return "token revoked"
+        chain = principal.claims.get(DERIVED_FROM)
+        if isinstance(chain, list) and any(isinstance(a, str) and self._store.revoked(a) for a in chain):
+            return "token source revoked"
         source = principal.source_credential_id
         if source is not None:
             if self._store.revoked(source):
@@ -277,7 +284,7 @@ class AccessVerifier:
         return AccessPrincipal(
             subject=record.subject or client_id, token_id=token_id(token), claims=MappingProxyType(claims),
             expires_at=expires_at, kind="app", grant=grant, project_id=record.project_id,
-            workspace_id=record.workspace_id, source_credential_id=client_id)
+            workspace_id=record.workspace_id, source_credential_id=client_id, role=self._store.role(client_id))
 
 
 @functools.lru_cache(maxsize=256)

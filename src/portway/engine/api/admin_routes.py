@@ -1,10 +1,7 @@
 """The admin API (`/api/admin/...`): workspaces, projects, users, personal access tokens, application
 credentials, access policies and the revocation log, over the control-plane store.
 
-Only operators (`is_operator`): a PAT whose user has the stored role operator (unless the PAT's permission
-list leaves `admin` out), a token derived from one that asks for `admin`, or a token with no user behind it
-whose claims say `"role": "operator"` (`portway engine token --operator` mints one) or hold the `admin`
-permission. A member's PATs never are, whatever they claim. Handlers are coroutines (the store is async); see
+Only operator tokens (access/operators.py `is_operator`). Handlers are coroutines (the store is async); see
 routes.py for how the edges run them. Store refusals map to 404/409/400 with `{error}`.
 """
 
@@ -15,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import jwt
 from pydantic import BaseModel
 
-from portway.engine.access.tokens import AccessPrincipal
+from portway.engine.access.operators import is_operator
 from portway.engine.api.admin_views import (
     AppCreate,
     Deleted,
@@ -29,7 +26,6 @@ from portway.engine.api.admin_views import (
     WorkspaceCreate,
 )
 from portway.engine.api.routes import ApiResponse, Call, Refusal, json_response, model_response, parse_body, route
-from portway.engine.auth import Principal
 from portway.engine.credentials import CredentialCache
 from portway.engine.store import (
     Conflict,
@@ -44,29 +40,10 @@ from portway.engine.store import (
     workspaces,
 )
 from portway.engine.store.changes import ChangeFeed
-from portway.engine.store.grants import ADMIN_PERMISSION
 from portway.engine.store.pats import Signer
 
 _STATUS = {NotFound: 404, Conflict: 409, Invalid: 400}
 AdminHandler = Callable[[Call, Store], Awaitable[ApiResponse]]
-
-
-def is_operator(principal: Principal) -> bool:
-    """Behind a PAT of a user on record (the PAT itself or a token derived from it), the user's stored role
-    decides, read at verification (a role change applies at the next request): an operator's PAT is an
-    operator token unless its permission list leaves `admin` out, and a token derived from it only when it
-    asks for `admin` itself; a member's never, whatever its claims say. Otherwise (engine-secret tokens,
-    app credentials) the token's own claims decide: `"role": "operator"` or the `admin` permission."""
-    claims = principal.claims
-    permissions = claims.get("permissions")
-    claimed = claims.get("role") == "operator" or (isinstance(permissions, list) and ADMIN_PERMISSION in permissions)
-    if not isinstance(principal, AccessPrincipal) or principal.role is None:
-        return claimed
-    if principal.role != "operator":
-        return False
-    if principal.kind == "pat":
-        return principal.permissions is None or ADMIN_PERMISSION in principal.permissions
-    return claimed
 
 
 def admin(method: str, template: str) -> Callable[[AdminHandler], AdminHandler]:

@@ -8,8 +8,6 @@ from typing import Any
 
 from portway.engine.store.errors import Invalid
 
-ADMIN_PERMISSION = "admin"
-"""The permission that makes a token an operator's (api/admin_routes.py `is_operator`)."""
 _PERMISSION = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
 MAX_RESOURCES_BYTES = 16 * 1024
 

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import select, update
 
+from portway.engine.access.operators import ADMIN_PERMISSION, OPERATOR
 from portway.engine.store.errors import Conflict, Invalid, NotFound
-from portway.engine.store.grants import ADMIN_PERMISSION, check_permissions, check_resources
+from portway.engine.store.grants import check_permissions, check_resources
 from portway.engine.store.ids import check_name, new_id, now
 from portway.engine.store.records import CreatedPat, Pat, utc
 from portway.engine.store.revocations import add_revocation
@@ -65,8 +66,8 @@ async def create_pat(store: Store, *, signer: Signer, engine: str, project: str,
     async with store.transaction() as session:
         target = await project_row(session, project)
         wants_admin = permissions is not None and ADMIN_PERMISSION in permissions
-        owner = await ensure_user(session, subject, "operator" if wants_admin else "member")
-        if wants_admin and owner.role != "operator":
+        owner = await ensure_user(session, subject, OPERATOR if wants_admin else "member")
+        if wants_admin and owner.role != OPERATOR:
             raise Conflict(f"user {subject!r} is a member: make it an operator before giving it an admin PAT")
         pat_id, endpoint = new_id("pat"), secrets.token_hex(4)
         claims: dict[str, object] = {"type": "pat", "token_endpoint": endpoint, "metadata": {"engine": engine},
