@@ -5,13 +5,13 @@ tunnel is found by SNI or, without one, by Host — which also keeps the tunnel 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from pathlib import Path
 
 import httpx
 import pytest
 
-from portway.engine.auth import mint_token
 from portway.errors import EngineRejected
 from portway.wire.codes import ErrorCode
 from tests.conftest import (
@@ -21,20 +21,25 @@ from tests.conftest import (
     close_writer,
     forwarded_hostname,
     http_get,
+    log_count,
     read_until_closed,
     running_engine,
 )
+from tests.integration.test_admin_api import admin_api, operator_token
+from tests.integration.test_edge_policy import write_geoip
 
 pytestmark = pytest.mark.store  # on SQLite and PostgreSQL (tests/conftest.py)
 
 
-async def set_policy(engine: EngineHandle, **fields: object) -> None:
+async def put_policy(engine: EngineHandle, **fields: object) -> httpx.Response:
     """Replace the default project's policy as an operator does: through the admin API, so the store and the
     engine's reload from it are on the path."""
-    operator = mint_token(engine.secret, subject="root", ttl_s=600, extra={"role": "operator"})
-    async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{engine.port}/api/admin", verify=engine.visitor_tls(),
-                                 headers={"Authorization": f"Bearer {operator}"}, timeout=10) as admin:
-        answer = await admin.put("/projects/default/policy", json={"policy": fields})
+    async with admin_api(engine, operator_token(engine)) as admin:
+        return await admin.put("/projects/default/policy", json={"policy": fields})
+
+
+async def set_policy(engine: EngineHandle, **fields: object) -> None:
+    answer = await put_policy(engine, **fields)
     assert answer.status_code == 200, answer.text
 
 
@@ -179,3 +184,24 @@ async def test_minimum_tls_version_keeps_the_tunnel_off_the_cleartext_listener(t
         async with httpx.AsyncClient(trust_env=False, timeout=5 * UNIT_S) as h1:
             served = await h1.get(f"{plain}/a", headers={"Host": hostname})
         assert served.status_code == 200 and "X-Forwarded-Proto: http\n" in served.text
+
+
+async def test_country_allow_list_needs_a_geoip_database(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An engine without GeoIP refuses a policy with countries (it would refuse every visitor in silence); one that
+    loads such a policy stored through another engine warns once per project, not at every reload."""
+    async with running_engine(tmp_path) as engine:
+        refused = await put_policy(engine, allowed_countries=["FR"])
+        assert refused.status_code == 400 and "geoip.database_file" in refused.json()["error"]
+        async with admin_api(engine, operator_token(engine)) as admin:
+            kept = (await admin.get("/projects/default/policy")).json()
+        assert kept["version"] == 0 and kept["policy"]["allowed_countries"] is None
+    database = write_geoip(tmp_path / "geo.mmdb", {"127.0.0.1/32": "FR"})
+    async with running_engine(tmp_path, f"geoip:\n  database_file: {database}\n") as engine:
+        await set_policy(engine, allowed_countries=["FR"])  # the store is shared by the engines of this test
+    caplog.set_level(logging.WARNING, "portway.engine.credentials")
+    async with running_engine(tmp_path) as engine:
+        warnings = [r.getMessage() for r in caplog.records if "no GeoIP database" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].startswith("project default (") and "from FR only" in warnings[0]
+        async with admin_api(engine, operator_token(engine)) as admin:  # an admin write reloads the policies
+            assert (await admin.post("/projects", json={"name": "other"})).status_code == 201
+        assert log_count(caplog, "portway.engine.credentials", "no GeoIP database") == 1
