@@ -3,7 +3,11 @@ credentials (PATs by hash with their user's role and disabled state, application
 revocations, the PATs of disabled users) and of each project's
 access policy. Verification runs on every agent connection and token-auth request and must not wait on
 a database, so it reads this copy; `reload()` refreshes it after every admin change and periodically
-(`store.refresh_seconds`), which also picks up changes made by another engine on a shared PostgreSQL."""
+(`store.refresh_seconds`), which also picks up changes made by another engine on a shared PostgreSQL.
+
+A policy with a country allow-list that this engine cannot enforce (no GeoIP database: it refuses every
+visitor of the project's tunnels) is warned about once per project, when it is first loaded, since engines
+sharing a database may differ in that and the admin API of this one refuses such a policy itself."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from portway.engine.access.operators import ADMIN_PERMISSION, OPERATOR
 from portway.engine.access.tokens import AppRecord, PatRecord
-from portway.engine.accesspolicy import PolicyBook
+from portway.engine.accesspolicy import PolicyBook, PolicyDocument
 
 if TYPE_CHECKING:
     from portway.engine.store import Store
@@ -26,13 +30,15 @@ log = logging.getLogger("portway.engine.credentials")
 class CredentialCache:
     """`CredentialStore` (access/tokens.py) over a snapshot of the store."""
 
-    def __init__(self, policies: PolicyBook) -> None:
+    def __init__(self, policies: PolicyBook, *, geoip_available: bool = True) -> None:
         self._pats: dict[str, PatRecord] = {}
         self._apps: dict[str, AppRecord] = {}
         self._revoked: frozenset[str] = frozenset()
         self._disabled: frozenset[str] = frozenset()
         self._roles: dict[str, str] = {}  # PAT id -> its user's role; app client id -> operator/member
         self._policies = policies
+        self._geoip_available = geoip_available
+        self._warned_countries: set[str] = set()  # projects whose country allow-list was warned about
         self._task: asyncio.Task[None] | None = None
         self._reloaded: list[Callable[[], object]] = []
         # One reload at a time: a slow periodic reload that began before an admin change must not finish after
@@ -105,11 +111,24 @@ class CredentialCache:
         self._roles = roles
         self._policies.replace(policies, default_id=default,
                                workspaces={p.id: p.workspace_id for p in projects.values()})
+        if not self._geoip_available:
+            self._warn_countries({p.id: p.name for p in projects.values()}, policies)
         for callback in self._reloaded:
             try:
                 callback()
             except Exception:
                 log.exception("a credential reload listener failed")
+
+    def _warn_countries(self, names: dict[str, str], policies: dict[str, PolicyDocument]) -> None:
+        """One warning per project whose policy has a country allow-list this engine cannot check; again only
+        if the list goes away and comes back (reloads run every `store.refresh_seconds`)."""
+        listing = {project: policy.allowed_countries for project, policy in policies.items()
+                   if policy.allowed_countries}
+        for project in sorted(listing.keys() - self._warned_countries):
+            log.warning("project %s (%s): its access policy admits visitors from %s only, but this engine has no "
+                        "GeoIP database (geoip.database_file), so it refuses every visitor of the project's tunnels",
+                        names.get(project, project), project, ", ".join(listing[project] or ()))
+        self._warned_countries = set(listing)
 
     def start(self, store: Store, every_s: float) -> None:
         """Reload every `every_s` seconds until `stop()` (changes made by other engines)."""

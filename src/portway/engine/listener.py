@@ -24,7 +24,7 @@ from portway.engine.edges import tlsterm
 from portway.engine.edges.h2 import H2Edge
 from portway.engine.edges.http1 import HttpEdge
 from portway.engine.edges.pages import error_page
-from portway.engine.edges.stream import connect_visitor, publish_refusal, refused_tls
+from portway.engine.edges.stream import TLS_TOO_OLD, connect_visitor, publish_refusal, refused_tls
 from portway.pipe import Pipe
 from portway.tls import TLSConnection
 from portway.wire import clienthello
@@ -55,11 +55,12 @@ def _server_name(sni: str | None) -> str | None:
     return None
 
 
-def _http_edge(ctx: EngineContext, sni: str | None, tls_conn: TLSConnection) -> asyncio.Protocol:
+def _http_edge(ctx: EngineContext, sni: str | None, tls_conn: TLSConnection, source_ip: str) -> asyncio.Protocol:
     """The HTTP edge for the version the visitor chose by ALPN (no ALPN: HTTP/1.1); a visitor whose TLS is
-    older than its tunnel's project allows gets a one-line refusal instead."""
+    older than its tunnel's project allows gets a one-line refusal instead. Without a usable SNI the tunnel
+    is only known from each request's Host, so the edges check the TLS version again there."""
     tunnel = ctx.registry.by_hostname(sni) if sni else None
-    if refused_tls(ctx, tunnel, tls_conn.ssl_object.version(), None):
+    if refused_tls(ctx, tunnel, tls_conn.ssl_object.version(), source_ip):
         return TooOldTls()
     if tls_conn.ssl_object.selected_alpn_protocol() == "h2":
         return H2Edge(ctx, sni)
@@ -71,7 +72,8 @@ class TooOldTls(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(error_page(426, None, "this tunnel needs a newer TLS version", None))
+        status, detail = TLS_TOO_OLD
+        transport.write(error_page(status, None, detail, None))
         transport.close()
 
 
@@ -158,8 +160,8 @@ class Listener:
                                          handshake_timeout_s=timeout_s)
             else:
                 def terminate() -> TLSConnection:
-                    tls_conn = TLSConnection(edge_tls, lambda: _http_edge(ctx, sni, tls_conn), server_side=True,
-                                             handshake_timeout_s=timeout_s)
+                    tls_conn = TLSConnection(edge_tls, lambda: _http_edge(ctx, sni, tls_conn, source_ip),
+                                             server_side=True, handshake_timeout_s=timeout_s)
                     return tls_conn
             _, tls_conn = await self._loop.connect_accepted_socket(terminate, conn)
             await tls_conn.handshake

@@ -188,8 +188,10 @@ class Engine:
                             version=__version__, geoip=geoip, upstreams=UpstreamPool(cfg.timeouts.http_idle_seconds),
                             h2_upstreams=H2UpstreamPool(cfg.timeouts.http_idle_seconds))
         ctx.services.update(store=store, signer=verifier, policies=ctx.policies)
+        if geoip is not None:
+            ctx.services["geoip"] = geoip  # the admin API refuses country allow-lists without it
         self.store = store
-        credentials = CredentialCache(ctx.policies)
+        credentials = CredentialCache(ctx.policies, geoip_available=geoip is not None)
         try:
             await credentials.reload(store)
         except Exception:

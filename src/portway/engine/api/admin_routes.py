@@ -170,6 +170,10 @@ async def _policy(call: Call, store: Store) -> ApiResponse:
 @admin("PUT", "/api/admin/projects/{ref}/policy")
 async def _set_policy(call: Call, store: Store) -> ApiResponse:
     body = parse_body(PolicyUpdate, call.body)
+    if body.policy.allowed_countries and call.inventory.service("geoip") is None:
+        # Accepted, it would refuse every visitor here in silence (a tunnel's own geoip is FEATURE_NOT_AVAILABLE).
+        raise Invalid("allowed_countries needs a GeoIP database on this engine (geoip.database_file); without one "
+                      "every visitor of the project's tunnels would be refused")
     return model_response(await policies.set_access_policy(
         store, call.params["ref"], body.policy, expected_version=body.expected_version,
         created_by=call.principal.subject))

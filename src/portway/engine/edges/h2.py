@@ -36,12 +36,16 @@ from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import (
+    TLS_DENIAL,
+    TLS_TOO_OLD,
     count_denial,
     failure_kind,
     failure_page,
     http_draft,
     publish_http_summary,
     refused_address,
+    refused_tls,
+    tls_version,
     token_memo,
 )
 from portway.engine.edges.upstreamtls import over_tls
@@ -66,6 +70,7 @@ class H2Edge(H2Shell):
         self.sni = sni
         self.scheme = scheme.encode()
         self.source_ip: str | None = None
+        self._tls_version: str | None = None  # negotiated by the visitor; None in cleartext (h2c)
         self.exchanges: dict[int, H2Exchange] = {}
         self._admitted: set[str] = set()  # tunnels whose network policy admitted this connection
         self._tokens = token_memo(ctx)
@@ -82,6 +87,7 @@ class H2Edge(H2Shell):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.source_ip = peer_ip(transport)
+        self._tls_version = tls_version(transport)
         # Initial values, not update(): updated settings only apply once acknowledged, and the first
         # SETTINGS frame would carry the defaults (ENABLE_CONNECT_PROTOCOL=0).
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
@@ -192,6 +198,11 @@ class H2Edge(H2Shell):
                          draft=draft)
             return
         if tunnel.id not in self._admitted:
+            # Found by :authority (no SNI, or an IP literal as SNI): the listener could not check the TLS version.
+            if refused_tls(self.ctx, tunnel, self._tls_version, self.source_ip):
+                status, detail, extra = self.tls_refusal(name, request.path)
+                self._answer(stream_id, status, detail, accept, name, extra=extra, draft=draft, denied=TLS_DENIAL)
+                return
             refusal = refused_address(self.ctx, tunnel, self.source_ip)
             if refusal is not None:
                 self._answer(stream_id, 403, "your address is not allowed to reach this tunnel", accept, name,
@@ -256,6 +267,12 @@ class H2Edge(H2Shell):
             exchange.attach(H1Leg(upstream))
         else:
             self.ctx.spawn(self._connect(exchange))
+
+    def tls_refusal(self, name: str, path: bytes) -> tuple[int, str, list[tuple[bytes, bytes]]]:
+        """(status, detail, headers) for a visitor whose TLS is older than the tunnel's project allows: the
+        listener's 426. The cleartext listener answers a redirect instead (plainhttp.py)."""
+        status, detail = TLS_TOO_OLD
+        return status, detail, []
 
     def _start_h2c(self, stream_id: int, tunnel: Tunnel, request: h2rules.H2Request, drop: frozenset[bytes],
                    path: bytes, *, has_body: bool, draft: summaries.Draft | None) -> None:

@@ -27,12 +27,16 @@ from portway.engine.edges import upstreamtls
 from portway.engine.edges.h1toh2 import bridge
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import (
+    TLS_DENIAL,
+    TLS_TOO_OLD,
     count_denial,
     failure_kind,
     failure_page,
     http_draft,
     publish_http_summary,
     refused_address,
+    refused_tls,
+    tls_version,
     token_memo,
 )
 from portway.engine.edges.upstreamtls import over_tls
@@ -266,6 +270,9 @@ class HttpEdge(EngineHost, Pipe):
                 # A tunnel with its own TLS context (mTLS…) is served only on connections that context ended.
                 raise Reject(421, "the request's Host does not match the TLS server name")
             self._host = name
+            # Found by Host (no SNI, or an IP literal as SNI): the listener could not check the TLS version.
+            if refused_tls(self.ctx, tunnel, tls_version(self.transport), self.source_ip):
+                raise self.tls_refusal(name)
             refusal = refused_address(self.ctx, tunnel, self.source_ip)
             if refusal is not None:
                 raise Reject(403, "your address is not allowed to reach this tunnel", denied=refusal)
@@ -405,6 +412,12 @@ class HttpEdge(EngineHost, Pipe):
         challenge = 'Bearer realm="portway"' + (', error="invalid_token"' if token is not None else "")
         raise Reject(401, "a valid token is required: send Authorization: Bearer <token>",
                      f"WWW-Authenticate: {challenge}\r\n", denied="token_auth")
+
+    def tls_refusal(self, name: str) -> Reject:
+        """The answer to a visitor whose TLS is older than the tunnel's project allows: the listener's 426.
+        The cleartext listener answers a redirect instead (plainhttp.py)."""
+        status, detail = TLS_TOO_OLD
+        return Reject(status, detail, denied=TLS_DENIAL)
 
     def backpressure(self, paused: bool) -> None:
         """The agent's transport is full (or drained): stop (or resume) reading the visitor."""

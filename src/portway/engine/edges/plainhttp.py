@@ -7,7 +7,9 @@ listener can never be used as an open redirect to an arbitrary host; others get 
 
 With `http.serve_tunnels` (a Portway extension) the listener serves published HTTP tunnels in
 cleartext instead, through the same `HttpEdge` as the TLS port (`scheme="http"`, no SNI): routing by
-Host, `X-Forwarded-Proto: http`, error pages and the engine's health endpoint all behave the same.
+Host, `X-Forwarded-Proto: http`, error pages and the engine's health endpoint all behave the same — except
+that a tunnel whose project sets `min_tls_version` is never served in cleartext: its requests get the
+redirect mode's `308` to HTTPS (counted as a `project_min_tls_version` denial).
 
 In serve mode, HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3) is served too: a connection that opens
 with the HTTP/2 preface goes to the same `H2Edge` as ALPN h2 on the TLS port.
@@ -28,10 +30,11 @@ import httptools
 
 from portway.engine.agentconn import peer_ip
 from portway.engine.context import EngineContext
+from portway.engine.edges.stream import TLS_DENIAL
 from portway.engine.listener import listening_socket
 from portway.wire.hostnames import is_engine_hostname
 
-from .h1rules import MAX_HEAD_BYTES, MAX_HEADERS
+from .h1rules import MAX_HEAD_BYTES, MAX_HEADERS, Reject
 from .h2 import H2Edge
 from .http1 import HttpEdge
 from .pages import error_page, response
@@ -275,12 +278,33 @@ class _Tracked(asyncio.Protocol):
         super().connection_lost(exc)
 
 
+HTTPS_ONLY = "this tunnel's project requires TLS: it is served over HTTPS only"
+
+
+def https_redirect(ctx: EngineContext, host: str, target: bytes) -> str:
+    """Where a cleartext request for a tunnel whose project sets `min_tls_version` is sent: the same path and
+    query on HTTPS, as redirect mode would answer. `host` is the tunnel's hostname, so never an open redirect."""
+    if target.startswith(b"/"):
+        path = target.split(b"#", 1)[0]
+    else:  # absolute-form: its path and query; anything else (`*`) goes to the root
+        try:
+            _, path = request_host_and_path(target, None)
+        except ValueError:
+            path = b"/"
+    return https_location(host, ctx.public_port, path)
+
+
 class _ClearHttpEdge(_Tracked, HttpEdge):
     """`HttpEdge` without TLS."""
 
     def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
         super().__init__(ctx, None, scheme="http")
         self.connections = connections
+
+    def tls_refusal(self, name: str) -> Reject:
+        """A tunnel whose project sets a minimum TLS version is never served in cleartext: 308 to HTTPS."""
+        location = https_redirect(self.ctx, name, self._url)
+        return Reject(308, HTTPS_ONLY, f"Location: {location}\r\n", denied=TLS_DENIAL)
 
 
 class _ClearH2Edge(_Tracked, H2Edge):
@@ -289,6 +313,10 @@ class _ClearH2Edge(_Tracked, H2Edge):
     def __init__(self, ctx: EngineContext, connections: set[asyncio.BaseTransport]) -> None:
         super().__init__(ctx, None, scheme="http")
         self.connections = connections
+
+    def tls_refusal(self, name: str, path: bytes) -> tuple[int, str, list[tuple[bytes, bytes]]]:
+        """As `_ClearHttpEdge.tls_refusal`, on the stream."""
+        return 308, HTTPS_ONLY, [(b"location", https_redirect(self.ctx, name, path).encode("ascii"))]
 
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -38,12 +38,24 @@ def refused_address(ctx: EngineContext, tunnel: Tunnel, source_ip: str | None) -
     return reason
 
 
+# The page of a TLS visitor refused by `min_tls_version`, whichever way its tunnel was found (SNI or Host).
+TLS_TOO_OLD = (426, "this tunnel needs a newer TLS version")
+TLS_DENIAL = "project_min_tls_version"
+
+
 def refused_tls(ctx: EngineContext, tunnel: Tunnel | None, version: str | None, source_ip: str | None) -> bool:
-    """Whether the project's `min_tls_version` refuses a visitor that negotiated `version` (counted, logged)."""
+    """Whether the project's `min_tls_version` refuses a visitor that negotiated `version` (counted, logged).
+    `version` is None without TLS (the cleartext listener): below any minimum."""
     if tunnel is None or not project_policy(ctx, tunnel).tls_too_old(version):
         return False
-    count_denial(ctx, tunnel, "project_min_tls_version", source_ip)
+    count_denial(ctx, tunnel, TLS_DENIAL, source_ip)
     return True
+
+
+def tls_version(transport: asyncio.BaseTransport | None) -> str | None:
+    """The TLS version a visitor's connection negotiated (`ssl.SSLObject.version()`), None in cleartext."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_object.version() if ssl_object is not None else None
 
 
 def failure_page(error: StreamFailed) -> tuple[int, str]:
