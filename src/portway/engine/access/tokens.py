@@ -9,7 +9,8 @@ credentials in memory; verification never waits on a database).
 | pat  | HS256, engine secret | SHA-256 hex of the whole token is stored, not revoked, its user not disabled |
 | app  | ES512, the P-521 key of the `clientId` credential | credential not revoked; exp − iat ≤ 3600 s |
 
-Any kind: a token whose `jti` is in the revocation log (a single token withdrawn by an operator) is refused.
+Any kind: a token whose `jti` is in the revocation log (a single token withdrawn by an operator) is refused, and so
+is a derived token with a revoked `jti` in its `derivedFrom` chain.
 `withdrawn(principal)` asks the same questions again of a principal verified earlier, so the engine can close
 control channels and signaling streams whose credential was revoked (or whose user was disabled) since.
 
