@@ -157,6 +157,9 @@ async def test_pat_is_stored_as_a_hash_and_found_by_it(store: Store) -> None:
     with pytest.raises(Invalid):
         await create_pat(store, signer=SIGNER, engine="e", project="default", name="x", subject="a",
                          resources={"clients": {}})
+    with pytest.raises(Invalid, match=r"resources\.tunnels"):  # a typo'd tree: refused, not a PAT granting nothing
+        await create_pat(store, signer=SIGNER, engine="e", project="default", name="x", subject="a",
+                         resources={"tunnels": {"scopes": {"tunnels": {"lists": True}}}})
     with pytest.raises(NotFound):
         await create_pat(store, signer=SIGNER, engine="e", project="nope", name="x", subject="a")
 

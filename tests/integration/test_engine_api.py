@@ -177,6 +177,8 @@ async def test_minting_a_derived_token(tmp_path: Path, http2: bool) -> None:
                 ({"expires_in": 4000}, 400, "expires_in"),
                 ({"colour": 1}, 400, "colour"),
                 ({"resources": {"workspaces": []}}, 400, "resources"),
+                ({"resources": {"tunnels": {"scopes": {"tunnels": {"lists": True}}}}}, 400, "resources.tunnels"),
+                ({"resources": {"tunnels": {"AND": []}}}, 400, "empty AND"),
             ]:
                 got = await client.post("/api/tokens", json=body)
                 assert got.status_code == status, got.text

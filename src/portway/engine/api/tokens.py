@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from portway.engine.access.operators import ADMIN_PERMISSION, is_operator
+from portway.engine.access.resources import Boundary, ResourceError
 from portway.engine.access.tokens import DERIVED_FROM, AccessPrincipal
 from portway.engine.auth import Principal
 
@@ -85,6 +86,10 @@ def _narrow(held: object, wanted: dict[str, Any] | None) -> object:
         return held
     if set(wanted) - {"tunnels"} or not isinstance(wanted.get("tunnels"), dict):
         raise ValueError('resources must be {"tunnels": {...}}')
+    try:  # refused (400) rather than minted as a token that grants nothing
+        Boundary.parse(wanted["tunnels"])
+    except ResourceError as error:
+        raise ValueError(str(error)) from None
     if not isinstance(held, dict) or not isinstance(held.get("tunnels"), dict):
         return {"tunnels": wanted["tunnels"]}
     parent = held["tunnels"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from portway.engine.access.resources import Boundary, ResourceError
 from portway.engine.store.errors import Invalid
 
 _PERMISSION = re.compile(r"^[a-z][a-z0-9_.-]{0,127}$")
@@ -30,4 +31,8 @@ def check_resources(resources: dict[str, Any] | None) -> dict[str, Any] | None:
         raise Invalid('resources must be {"tunnels": {...}}')
     if len(repr(resources)) > MAX_RESOURCES_BYTES:
         raise Invalid("resources is too large")
+    try:  # a tree the engine would read as "nothing" is a typo to report, not a credential that grants nothing
+        Boundary.parse(resources["tunnels"])
+    except ResourceError as error:
+        raise Invalid(str(error)) from None
     return resources
