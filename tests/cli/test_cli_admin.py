@@ -45,6 +45,9 @@ def test_admin_round_trips(engine_process: EngineProcess, tmp_path: Path) -> Non
     assert made.returncode == 0 and json.loads(made.stdout)["name"] == "web"
     projects = json.loads(admin(engine_process, token, "project", "list", "--workspace", "acme", "-o", "json").stdout)
     assert [p["name"] for p in projects] == ["web"]
+    assert json.loads(admin(engine_process, token, "project", "get", "web", "-o", "json").stdout) == projects[0]
+    acme = json.loads(admin(engine_process, token, "workspace", "get", "acme", "-o", "json").stdout)
+    assert acme["name"] == "acme" and acme["id"] == projects[0]["workspace_id"]
 
     pat = admin(engine_process, token, "pat", "create", "ci", "--project", "web", "-p", "tunnels.resources.read-only",
                 "--expires-in", "2d")
@@ -56,6 +59,8 @@ def test_admin_round_trips(engine_process: EngineProcess, tmp_path: Path) -> Non
     assert len(pats) == 1 and pat.stdout.strip() not in json.dumps(pats)
     table = admin(engine_process, token, "pat", "list")
     assert "ci" in table.stdout and table.stdout.startswith("ID")
+    one = admin(engine_process, token, "pat", "get", pats[0]["id"])
+    assert one.stdout.splitlines()[0].split()[:2] == ["ID", "NAME"] and pat.stdout.strip() not in one.stdout
 
     app = admin(engine_process, token, "app", "create", "backend", "--project", "web",
                 "--resources-json", '{"tunnels": {"projects": ["web"]}}')
@@ -65,6 +70,8 @@ def test_admin_round_trips(engine_process: EngineProcess, tmp_path: Path) -> Non
     apps = json.loads(admin(engine_process, token, "app", "list", "-o", "json").stdout)
     assert [a["client_id"] for a in apps] == [values["RSTREAM_CLIENT_ID"]]
     assert apps[0]["resources"] == {"tunnels": {"projects": ["web"]}}
+    assert yaml.safe_load(admin(engine_process, token, "app", "get", values["RSTREAM_CLIENT_ID"], "-o", "yaml")
+                          .stdout) == apps[0]
 
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text("allow_public: false\nallowed_protocols: [http]\n")
@@ -76,6 +83,10 @@ def test_admin_round_trips(engine_process: EngineProcess, tmp_path: Path) -> Non
     stale = admin(engine_process, token, "policy", "set", "--project", "web", "--policy-json", "{}",
                   "--if-version", "0")
     assert stale.returncode == 1 and len(error_lines(stale.stderr)) == 1 and "409" in stale.stderr
+    history = json.loads(admin(engine_process, token, "policy", "history", "--project", "web", "-o", "json").stdout)
+    assert [v["version"] for v in history] == [1] and history[0]["policy"]["allow_public"] is False
+    assert admin(engine_process, token, "policy", "history", "--project", "web").stdout.split()[:3] == [
+        "VERSION", "CREATED_AT", "CREATED_BY"]
 
     busy = admin(engine_process, token, "project", "delete", "web")
     assert busy.returncode == 1 and "revoke them first" in busy.stderr
@@ -162,6 +173,14 @@ def test_admin_refuses_other_tokens(engine_process: EngineProcess) -> None:
     assert "403" in refused.stderr and "operator" in refused.stderr
 
 
+def test_get_commands_answer_404_for_unknown_refs(engine_process: EngineProcess, tmp_path: Path) -> None:
+    token = operator(engine_process, tmp_path)
+    for args in (("workspace", "get", "nope"), ("project", "get", "nope"), ("pat", "get", "pat_nope"),
+                 ("app", "get", "app_nope"), ("policy", "history", "--project", "nope")):
+        got = admin(engine_process, token, *args)
+        assert got.returncode == 1 and len(error_lines(got.stderr)) == 1 and "404" in got.stderr, (args, got.stderr)
+
+
 def test_revoke_token(engine_process: EngineProcess, tmp_path: Path) -> None:
     root = operator(engine_process, tmp_path)
     leaked, other = engine_process.token(subject="x"), engine_process.token(subject="y")
@@ -186,6 +205,7 @@ def test_revoke_token(engine_process: EngineProcess, tmp_path: Path) -> None:
     (("revoke-token", "--from-file", "/dev/null"), "does not hold a JWT"),
     (("workspace", "list", "-o", "xml"), "xml"),
     (("workspace", "create"), "NAME"),
+    (("project", "get"), "REF"),
     (("pat", "create", "ci", "--expires-in", "soon"), "invalid duration"),
     (("pat", "create", "ci", "--resources-json", "{"), "not valid JSON"),
     (("app", "create", "x", "--resources-json", "{}", "--resources-file", "f"), "not both"),

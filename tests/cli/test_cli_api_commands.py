@@ -211,8 +211,9 @@ async def test_token_create_offline_from_app_credentials(engine_process: EngineP
                                  verify=ssl.create_default_context(cafile=str(engine_process.ca_file)),
                                  headers={"Authorization": f"Bearer {operator}"}, timeout=10) as admin:
         created = (await admin.post("/apps", json={"name": "backend"})).json()
-    client_id, secret = created["credential"]["client_id"], created["secret"]
-    project = created["credential"]["project_id"]
+        client_id, secret = created["credential"]["client_id"], created["secret"]
+        project = created["credential"]["project_id"]
+        workspace = (await admin.get(f"/projects/{project}")).json()["workspace_id"]
     env = cli_env(RSTREAM_CLIENT_ID=client_id, RSTREAM_CLIENT_SECRET=secret)
     made = await cli("token", "create", "--project", project, "--expires-in", "120", "--engine", engine_process.address,
                      env=env)
@@ -231,10 +232,18 @@ async def test_token_create_offline_from_app_credentials(engine_process: EngineP
         assert [t["id"] for t in listed] == [tunnel.id] and listed[0]["project_id"] == project
     finally:
         await control.close()
+    whole = await cli("token", "create", "--workspace", workspace, "-o", "json", env=env)  # a workspace target
+    assert whole.returncode == 0, whole.stderr
+    wide = json.loads(whole.stdout)["token"]
+    assert jwt.decode(wide, options={"verify_signature": False})["resources"]["tunnels"]["workspaces"] == [workspace]
+    assert (await cli("tunnel", "list", *agent_args(engine_process, token=wide))).returncode == 0
     for extra, fragment in [(("--client-id", client_id), "both --client-id and --client-secret"),
                             (("--client-id", client_id, "--client-secret", "zz", "--project", project), "secret"),
                             (("--client-id", client_id, "--client-secret", secret), "needs a target"),
-                            (("--project", project), "--project goes with --client-id")]:
+                            (("--client-id", client_id, "--client-secret", secret, "--project", project,
+                              "--workspace", workspace), "not both"),
+                            (("--project", project), "--project and --workspace go with --client-id"),
+                            (("--workspace", workspace), "--project and --workspace go with --client-id")]:
         usage = await cli("token", "create", *extra)
         assert usage.returncode == 2 and len(error_lines(usage.stderr)) == 1, usage.stderr
         assert fragment in usage.stderr and secret not in usage.stderr

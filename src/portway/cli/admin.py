@@ -11,7 +11,7 @@ from typing import Any
 import click
 import jwt
 
-from portway.cli.adminshared import OUTPUT, PROJECT, engine_api, json_option, show
+from portway.cli.adminshared import OUTPUT, PROJECT, add_get, engine_api, json_option, show
 from portway.cli.adminusers import user_group
 from portway.cli.common import agent_options, fail, print_rows
 from portway.cli.inventory import fetch
@@ -21,6 +21,7 @@ PROJECT_COLUMNS = ["id", "name", "workspace_id", "created_at"]
 PAT_COLUMNS = ["id", "name", "project_id", "permissions", "expires_at", "last_used_at", "revoked_at"]
 APP_COLUMNS = ["client_id", "name", "project_id", "permissions", "created_at", "revoked_at"]
 REVOCATION_COLUMNS = ["kind", "ref", "project_id", "reason", "revoked_at"]
+POLICY_COLUMNS = ["version", "created_at", "created_by"]
 
 
 @click.group(name="admin")
@@ -466,3 +467,31 @@ def policy_set(ctx: click.Context, engine_addr: str | None, token: str | None, t
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     body = {"policy": policy, "expected_version": if_version}
     show(fetch(lambda: api.admin("PUT", f"projects/{project or 'default'}/policy", body=body)), output, [])
+
+
+add_get(workspace_group, collection="workspaces", what="workspace", columns=WORKSPACE_COLUMNS,
+        example="portway admin workspace get acme -o json")
+add_get(project_group, collection="projects", what="project", columns=PROJECT_COLUMNS,
+        example="portway admin project get web -o json")
+add_get(pat_group, collection="pats", what="personal access token (never the token itself)", columns=PAT_COLUMNS,
+        example="portway admin pat get pat_0123abcd -o json", ref="its id")
+add_get(app_group, collection="apps", what="application credential (never its secret)", columns=APP_COLUMNS,
+        example="portway admin app get app_0123abcd -o json", ref="its client id")
+
+
+@policy_group.command(name="history")
+@agent_options
+@PROJECT
+@OUTPUT
+@click.pass_context
+def policy_history(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
+                   ca_file: str | None, insecure: bool, project: str | None, output: str) -> None:
+    """Every stored version of the project's policy, oldest first (json/yaml show each document).
+
+    \b
+    Example:
+      portway admin policy history --project web -o json
+    """
+    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
+    path = f"projects/{project or 'default'}/policy/history"
+    print_rows(fetch(lambda: api.admin_list(path)), output, POLICY_COLUMNS)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 import yaml
 
 from portway.agent.api import EngineApi
-from portway.cli.common import client, fail, print_rows
+from portway.cli.common import agent_options, client, fail, print_rows
+from portway.cli.inventory import fetch
 
 OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
                       show_default=True)
@@ -45,3 +47,20 @@ def json_option(raw: str | None, path: str | None, what: str) -> Any:
         return yaml.safe_load(raw) if path is not None and not path.endswith(".json") else json.loads(raw)
     except (ValueError, yaml.YAMLError) as error:
         fail(f"the {what} is not valid JSON/YAML: {error}", code=2)
+
+
+def add_get(group: click.Group, *, collection: str, what: str, columns: list[str], example: str,
+            ref: str = "its id or name") -> None:
+    """Add `get REF` to `group`: one record of the admin API's `collection`, by id (or name where the API
+    takes one), percent-encoded into the path."""
+
+    @group.command(name="get", help=f"Show one {what} (REF: {ref}).\n\n"
+                                    f"\b\nExample:\n  {example}")
+    @click.argument("ref")
+    @agent_options
+    @OUTPUT
+    @click.pass_context
+    def get(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
+            ca_file: str | None, insecure: bool, output: str) -> None:
+        api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
+        show(fetch(lambda: api.admin("GET", f"{collection}/{quote(ref, safe='@')}")), output, columns)

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import click
 
-from portway.cli.adminshared import OUTPUT, engine_api, show
+from portway.cli.adminshared import OUTPUT, add_get, engine_api, show
 from portway.cli.common import agent_options, print_rows
 from portway.cli.inventory import fetch
 
@@ -70,21 +70,8 @@ def user_create(ctx: click.Context, subject: str, engine_addr: str | None, token
     show(fetch(lambda: api.admin("POST", "users", body={"subject": subject, "role": role})), output, USER_COLUMNS)
 
 
-@user_group.command(name="get")
-@click.argument("ref")
-@agent_options
-@OUTPUT
-@click.pass_context
-def user_get(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
-             ca_file: str | None, insecure: bool, output: str) -> None:
-    """Show the user REF (id or subject).
-
-    \b
-    Example:
-      portway admin user get alice@example.com -o json
-    """
-    api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    show(fetch(lambda: api.admin("GET", _user_path(ref))), output, USER_COLUMNS)
+add_get(user_group, collection="users", what="user", columns=USER_COLUMNS,
+        example="portway admin user get alice@example.com -o json", ref="its id or subject")
 
 
 def _patch_user(ctx: click.Context, ref: str, change: dict[str, Any], engine_addr: str | None, token: str | None,

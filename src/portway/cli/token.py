@@ -42,12 +42,14 @@ def token_group() -> None:
               "prefer the variable: shells keep history).")
 @click.option("--project", "project_id", help="With --client-id: the credential's project id (the token's target "
               "when --resources-json does not name one).")
+@click.option("--workspace", "workspace_id", help="With --client-id: target a whole workspace id instead of one "
+              "project (§3.3).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def token_create(ctx: click.Context, engine_addr: str | None, token: str | None, token_file: str | None,
                  ca_file: str | None, insecure: bool, expires_in: int, permissions: tuple[str, ...],
                  resources_json: str | None, resources_file: str | None, client_id: str | None,
-                 client_secret: str | None, project_id: str | None, output: str) -> None:
+                 client_secret: str | None, project_id: str | None, workspace_id: str | None, output: str) -> None:
     """Print a new short-lived token: derived from the current one by the engine, or minted offline from
     application credentials (rstream's §3.3: ES512, at most one hour).
 
@@ -56,6 +58,7 @@ def token_create(ctx: click.Context, engine_addr: str | None, token: str | None,
       portway token create --expires-in 300
       TOKEN=$(portway token create -p tunnels.resources.read-only)
       RSTREAM_CLIENT_ID=app_... RSTREAM_CLIENT_SECRET=3081... portway token create --project prj_...
+      RSTREAM_CLIENT_ID=app_... RSTREAM_CLIENT_SECRET=3081... portway token create --workspace ws_...
     """
     if resources_json and resources_file:
         fail("give --resources-json or --resources-file, not both", code=2)
@@ -69,10 +72,10 @@ def token_create(ctx: click.Context, engine_addr: str | None, token: str | None,
         except ValueError as error:
             fail(f"the resources are not JSON: {error}", code=2)
     if client_id or client_secret:
-        _offline(ctx, client_id, client_secret, project_id, body, engine_addr, output)
+        _offline(ctx, client_id, client_secret, (project_id, workspace_id), body, engine_addr, output)
         return
-    if project_id:
-        fail("--project goes with --client-id", code=2)
+    if project_id or workspace_id:
+        fail("--project and --workspace go with --client-id", code=2)
     agent = client(ctx, engine_addr, token, token_file, ca_file, insecure)
     if not agent.options.token:
         fail("no current token to derive from", "portway login, or pass --token", code=2)
@@ -80,18 +83,25 @@ def token_create(ctx: click.Context, engine_addr: str | None, token: str | None,
     click.echo(json.dumps(minted) if output == "json" else minted["token"])
 
 
-def _offline(ctx: click.Context, client_id: str | None, client_secret: str | None, project_id: str | None,
-             body: dict[str, Any], engine_addr: str | None, output: str) -> None:
-    """An app token signed here with the credential's private key (the engine checks it with the public one)."""
+def _offline(ctx: click.Context, client_id: str | None, client_secret: str | None,
+             target: tuple[str | None, str | None], body: dict[str, Any], engine_addr: str | None,
+             output: str) -> None:
+    """An app token signed here with the credential's private key (the engine checks it with the public one);
+    `target` is (project id, workspace id), at most one of them."""
     if not client_id or not client_secret:
         fail("application credentials need both --client-id and --client-secret", code=2)
-    if project_id is None and "resources" not in body:
-        fail("an app token needs a target", "pass --project PROJECT_ID or --resources-json", code=2)
+    project_id, workspace_id = target
+    if project_id and workspace_id:
+        fail("give --project or --workspace, not both", code=2)
+    if project_id is None and workspace_id is None and "resources" not in body:
+        fail("an app token needs a target", "pass --project PROJECT_ID, --workspace WORKSPACE_ID or "
+             "--resources-json", code=2)
     now = int(time.time())
     try:
         minted = mint_app_token(client_id, client_secret, expires_in=body["expires_in"], now=now,
                                 permissions=body.get("permissions"), resources=body.get("resources"),
-                                project_id=project_id, engine=where(ctx, engine_addr, None, None, None, False).engine)
+                                project_id=project_id, workspace_id=workspace_id,
+                                engine=where(ctx, engine_addr, None, None, None, False).engine)
     except ValueError as error:
         fail(str(error), "check the client secret (the hex string shown once at creation)", code=2)
     if output == "json":
