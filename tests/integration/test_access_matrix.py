@@ -375,6 +375,9 @@ async def check_watch(world: World, case: Case, kind: str, token: str) -> None:
             assert [by_id.get(e["object"]["id"]) for e in seen] == [p for p in order if p in case.events]
             for event in seen:
                 check_fields(case, event["object"], by_id[event["object"]["id"]])
+                for key in ("user_id", "workspace_id", "project_id"):  # the envelope tells no more than the object
+                    if key not in event["object"]:
+                        assert event[key] is None, (key, event)
             if not case.events:
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(events.next(), 0.3 * UNIT_S)
@@ -435,6 +438,7 @@ async def test_watch_and_list_filters_never_read_hidden_fields(world: World, kin
         try:
             event = await events.next()  # db-new (by its visible name); web-new was skipped before it
             assert event["object"] == {"id": shown.id, "name": "db-new"}
+            assert (event["user_id"], event["workspace_id"], event["project_id"]) == (None, None, None)
         finally:
             await hidden.close()
             await shown.close()

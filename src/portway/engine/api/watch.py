@@ -74,17 +74,21 @@ class Watch:
             if shown is None or not self.request.tunnels(shown):
                 return
             envelope["object"] = shown
+            if shown is not event.object:  # projected by `select`
+                _hide_in_envelope(envelope, shown)
         elif event.type in CLIENT_EVENTS:
             owners = {str(t.get("client_id")) for t in visible_tunnels(self._inventory, principal)} \
                 if not unrestricted(principal) else set()
             if not client_visible(principal, event.object, owners):
                 return
         else:
-            summary = event.object if unrestricted(principal) else \
+            summary, tunnel = (event.object, None) if unrestricted(principal) else \
                 visible_summary(self._inventory, principal, event.object)
             if summary is None or not self.request.tunnels(summary_tunnel(event, summary)):
                 return
             envelope["object"] = summary
+            if tunnel is not None:
+                _hide_in_envelope(envelope, tunnel)
         self._emit(envelope, event.type, event.id)
 
     def wants(self, event: EngineEvent) -> bool:
@@ -157,15 +161,24 @@ class Watch:
                 self._send(chunk)
 
 
-def visible_summary(inventory: Inventory, principal: Principal, summary: dict[str, Any]) -> dict[str, Any] | None:
+def visible_summary(inventory: Inventory, principal: Principal,
+                    summary: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """A stream summary for a restricted credential: only about a live tunnel it may list, and showing of
-    that tunnel only the fields its `select` lets it see."""
+    that tunnel only the fields its `select` lets it see; with that tunnel as the credential sees it."""
     tunnel_id = summary.get("tunnel_id")
     shown = next((t for t in visible_tunnels(inventory, principal) if t.get("id") == tunnel_id), None)
     if shown is None:
-        return None
+        return None, None
     routed = (summary.get("routing") or {}).get("routed")
     if not routed or not isinstance(routed.get("tunnel"), dict):
-        return summary
+        return summary, shown
     tunnel = {k: v for k, v in routed["tunnel"].items() if k in shown}
-    return {**summary, "routing": {**summary["routing"], "routed": {**routed, "tunnel": tunnel}}}
+    return {**summary, "routing": {**summary["routing"], "routed": {**routed, "tunnel": tunnel}}}, shown
+
+
+def _hide_in_envelope(envelope: dict[str, Any], shown: dict[str, Any]) -> None:
+    """The envelope's `user_id`, `workspace_id` and `project_id` are fields of the tunnel too: one that
+    `select` keeps out of the subscriber's view of the tunnel is nulled here as well."""
+    for key in ("user_id", "workspace_id", "project_id"):
+        if key not in shown:
+            envelope[key] = None
