@@ -368,11 +368,19 @@ def test_app_time_claims(verifier: AccessVerifier, cred: AppCredential, claims: 
     refused(verifier, token, reason)
 
 
-def test_a_malformed_resources_claim_grants_nothing(verifier: AccessVerifier, cred: AppCredential) -> None:
+@pytest.mark.parametrize(("tree", "problem"), [
+    ({"AND": []}, "empty AND"),
+    ({"scopes": {"tunnels": {"connect": {"filters": {"name": {"regex": r"(w)\1"}}}}}}, "invalid regular expression"),
+    ({"scopes": {"tunnels": {"connect": {"params": {"path": {"regex": "/(?!admin).*"}}}}}}, "RE2 syntax"),
+])
+def test_a_malformed_resources_claim_grants_nothing(verifier: AccessVerifier, cred: AppCredential,
+                                                    tree: dict[str, Any], problem: str) -> None:
+    """Holder-signed claims: a pattern RE2 cannot run (backreference, lookahead) is malformed, not skipped."""
     token = es512({"clientId": "app-1", "type": "app", "iat": NOW, "exp": NOW + 60,
-                   "resources": {"tunnels": {"AND": []}}}, cred.client_secret)
+                   "resources": {"tunnels": tree}}, cred.client_secret)
     principal = verifier.verify(token, NOW)
     assert principal.boundary.problem is not None
+    assert problem in principal.boundary.problem
     assert not principal.grant.can("connect", WEB)
 
 
