@@ -108,7 +108,7 @@ async def test_an_admin_pat_needs_an_operator(store: Store) -> None:
                                permissions=["admin"])
     assert (await get_user(store, "olga")).role == "operator" and created.pat.permissions == ["admin"]
     await create_user(store, "mallory")
-    with pytest.raises(Conflict, match="mallory.*member.*operator"):
+    with pytest.raises(Conflict, match=r"mallory.*member.*operator"):
         await create_pat(store, signer=SIGNER, engine="e", project="default", name="ops", subject="mallory",
                          permissions=["tunnels.resources.read-only", "admin"])
     assert (await get_user(store, "mallory")).role == "member"  # nothing changed
