@@ -207,6 +207,31 @@ def test_it_is_a_drop_in_for_the_token_memo(verifier: AccessVerifier) -> None:
     assert not memo.valid(hs256({"sub": "a"}, secret="t" * 40))
 
 
+def test_the_token_memo_gives_each_refused_request_its_reason(verifier: AccessVerifier, store: Store) -> None:
+    """Only valid tokens are remembered: a refused one is verified (and explained) every time it is presented,
+    and a remembered one revoked since is refused with the revocation's reason."""
+    verified: list[str] = []
+
+    def verify(token: str, now: float) -> Principal:
+        verified.append(token)
+        return verifier.verify(token, now)
+
+    memo = TokenMemo(verify, verifier.withdrawn)
+    forged = hs256({"sub": "a"}, secret="t" * 40)
+    for _ in range(2):
+        with pytest.raises(AuthError, match=r"^token signature invalid$"):
+            memo.principal(forged)
+    good = hs256({"sub": "a", "jti": "j-1"})
+    assert memo.principal(good).subject == "a"
+    assert memo.principal(good).subject == "a"
+    assert verified == [forged, forged, good]  # the valid token was verified once
+    store.revoked_ids.add("j-1")
+    for _ in range(2):  # first from the memo, then from a fresh verification
+        with pytest.raises(AuthError, match=r"^token revoked$"):
+            memo.principal(good)
+    assert verified == [forged, forged, good, good]
+
+
 # ---- refused ----------------------------------------------------------------------------------------------------
 
 def test_missing_and_malformed(verifier: AccessVerifier) -> None:
