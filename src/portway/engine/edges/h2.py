@@ -489,7 +489,8 @@ class H2Edge(H2Shell):
         websocket = request.protocol == b"websocket"  # RFC 8441: an extended CONNECT stands for the GET
         method = "GET" if websocket else request.method.decode("latin-1")
         answer = api_routes.answer(EngineInventory(self.ctx), method, request.path.decode("latin-1"),
-                                   request.header(b"authorization"), secure=self.scheme == b"https", body=body)
+                                   request.header(b"authorization"), secure=self.scheme == b"https", body=body,
+                                   source_ip=self.source_ip)
         if isinstance(answer, api_routes.WatchRequest):
             full = over_capacity(self.ctx)
             if full is None and (answer.transport == "websocket") == websocket and \
