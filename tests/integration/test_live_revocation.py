@@ -116,7 +116,8 @@ async def test_revoking_one_token_by_jti_or_by_itself(engine: EngineHandle) -> N
     await kept.close()
 
 
-async def test_a_keep_alive_visitor_is_stopped_at_its_next_request(engine: EngineHandle) -> None:
+async def test_a_keep_alive_visitor_is_stopped_at_its_next_request(engine: EngineHandle,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
     async with EchoServer(http=True) as upstream, admin_api(engine, operator_token(engine)) as admin:
         control = await engine.client().connect()
         tunnel = await control.create_tunnel(protocol="http", token_auth=True)
@@ -132,9 +133,14 @@ async def test_a_keep_alive_visitor_is_stopped_at_its_next_request(engine: Engin
             made = await admin.get("/pats")
             (pat_id,) = [p["id"] for p in made.json()]
             assert (await admin.post(f"/pats/{pat_id}/revoke", json={})).status_code == 200
-            status, _ = await http_get(reader, writer, hostname, headers=auth)  # same connection
+            with caplog.at_level(logging.INFO, "portway"):
+                status, _ = await http_get(reader, writer, hostname, headers=auth)  # same connection
             assert status == 401
             writer.close()
+            refusals = [r for r in caplog.records if "refused by token_auth" in r.getMessage()]
+            assert [r.getMessage().rsplit(": ", 1)[1] for r in refusals] == ["credential revoked"]  # the memo's reason
+            assert refusals[0].levelno == logging.WARNING
+            assert pat not in "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("portway"))
         finally:
             forwarding.cancel()
             await control.close()

@@ -283,6 +283,8 @@ def test_select_under_and_hides_what_one_side_hides() -> None:
     (scopes(connect={"params": {"query": "x"}}), "unknown parameter 'query'"),
     (scopes(connect={"params": {"path": 3}}), r"\.connect\.params\.path: use a string"),
     (scopes(connect={"params": {"path": {"regex": "["}}}), "invalid regular expression"),
+    (scopes(connect={"params": {"path": {"regex": r"/(a)\1"}}}), r"invalid regular expression \(RE2 syntax"),
+    (scopes(list={"filters": {"name": {"regex": "(?<=x)web"}}}), "invalid regular expression"),
 ])
 def test_malformed_trees_are_refused_with_their_path(tree: object, where: str) -> None:
     with pytest.raises(ResourceError, match=where):

@@ -207,6 +207,31 @@ def test_it_is_a_drop_in_for_the_token_memo(verifier: AccessVerifier) -> None:
     assert not memo.valid(hs256({"sub": "a"}, secret="t" * 40))
 
 
+def test_the_token_memo_gives_each_refused_request_its_reason(verifier: AccessVerifier, store: Store) -> None:
+    """Only valid tokens are remembered: a refused one is verified (and explained) every time it is presented,
+    and a remembered one revoked since is refused with the revocation's reason."""
+    verified: list[str] = []
+
+    def verify(token: str, now: float) -> Principal:
+        verified.append(token)
+        return verifier.verify(token, now)
+
+    memo = TokenMemo(verify, verifier.withdrawn)
+    forged = hs256({"sub": "a"}, secret="t" * 40)
+    for _ in range(2):
+        with pytest.raises(AuthError, match=r"^token signature invalid$"):
+            memo.principal(forged)
+    good = hs256({"sub": "a", "jti": "j-1"})
+    assert memo.principal(good).subject == "a"
+    assert memo.principal(good).subject == "a"
+    assert verified == [forged, forged, good]  # the valid token was verified once
+    store.revoked_ids.add("j-1")
+    for _ in range(2):  # first from the memo, then from a fresh verification
+        with pytest.raises(AuthError, match=r"^token revoked$"):
+            memo.principal(good)
+    assert verified == [forged, forged, good, good]
+
+
 # ---- refused ----------------------------------------------------------------------------------------------------
 
 def test_missing_and_malformed(verifier: AccessVerifier) -> None:
@@ -368,11 +393,19 @@ def test_app_time_claims(verifier: AccessVerifier, cred: AppCredential, claims: 
     refused(verifier, token, reason)
 
 
-def test_a_malformed_resources_claim_grants_nothing(verifier: AccessVerifier, cred: AppCredential) -> None:
+@pytest.mark.parametrize(("tree", "problem"), [
+    ({"AND": []}, "empty AND"),
+    ({"scopes": {"tunnels": {"connect": {"filters": {"name": {"regex": r"(w)\1"}}}}}}, "invalid regular expression"),
+    ({"scopes": {"tunnels": {"connect": {"params": {"path": {"regex": "/(?!admin).*"}}}}}}, "RE2 syntax"),
+])
+def test_a_malformed_resources_claim_grants_nothing(verifier: AccessVerifier, cred: AppCredential,
+                                                    tree: dict[str, Any], problem: str) -> None:
+    """Holder-signed claims: a pattern RE2 cannot run (backreference, lookahead) is malformed, not skipped."""
     token = es512({"clientId": "app-1", "type": "app", "iat": NOW, "exp": NOW + 60,
-                   "resources": {"tunnels": {"AND": []}}}, cred.client_secret)
+                   "resources": {"tunnels": tree}}, cred.client_secret)
     principal = verifier.verify(token, NOW)
     assert principal.boundary.problem is not None
+    assert problem in principal.boundary.problem
     assert not principal.grant.can("connect", WEB)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -58,6 +61,10 @@ def test_regex_only_where_allowed() -> None:
     ({"AND": {"name": "a"}}, "AND takes a list"),
     ({"name": {"regex": "("}}, "invalid regular expression"),
     ({"name": {"regex": "a" * 300}}, "too long"),
+    ({"name": {"regex": r"(a)\1"}}, "invalid regular expression (RE2 syntax: invalid escape sequence"),
+    ({"name": {"regex": "(?=a)a"}}, "invalid regular expression (RE2 syntax"),
+    ({"name": {"regex": "(?<!a)b"}}, "invalid regular expression (RE2 syntax"),
+    ({"name": {"regex": ".*a.{300}"}}, "too complex"),
     ({"name": {"oneof": ["a"] * 300}}, "needs a string"),
 ])
 def test_bad_filters_name_the_problem(spec: object, fragment: str) -> None:
@@ -71,3 +78,27 @@ def test_nesting_is_bounded() -> None:
         spec = {"AND": [spec]}
     with pytest.raises(FilterError, match="nested too deeply"):
         compile_filter(spec, FIELDS)
+
+
+def test_a_backtracking_bomb_runs_in_linear_time() -> None:
+    """`(a|aa)*c` is exponential under `re` (0.5 s at 32 characters, doubling per few more); RE2 is linear.
+
+    A correctness check, not a benchmark: the bound is a hundred times what RE2 needs even on a busy machine.
+    """
+    match = compile_filter({"name": {"regex": "(a|aa)*c"}, "labels": {"p": {"regex": "(.*a){20}x"}}}, FIELDS,
+                           allow_regex=True)
+    started = time.monotonic()
+    assert not match({"name": "a" * 64, "labels": {"p": "a" * 8192}})
+    assert not match({"name": "a" * 8192 + "b", "labels": {"p": "a" * 8192}})
+    assert time.monotonic() - started < 1
+
+
+_PIECES = st.sampled_from(["a", "b", "-", ".", "[ab]", "[^a]", "a*", "b+", "a?", "(a|b)", "(ab|-)*", "a{1,2}", "\\w"])
+
+
+@given(pieces=st.lists(_PIECES, min_size=1, max_size=5), value=st.text("ab-_\n", max_size=8))
+def test_regex_matching_agrees_with_re_on_common_syntax(pieces: list[str], value: str) -> None:
+    """RE2 replaced `re`: on the syntax both share, a filter still answers `re.fullmatch` (ASCII text)."""
+    pattern = "".join(pieces)
+    match = compile_filter({"name": {"regex": pattern}}, FIELDS, allow_regex=True)
+    assert match({"name": value}) is (re.fullmatch(pattern, value) is not None)

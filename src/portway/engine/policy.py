@@ -131,6 +131,10 @@ class TokenMemo:
     `verify(token, now)` returns the token's principal or raises AuthError; `withdrawn(principal)` says
     why a remembered principal is no longer good (revoked since), checked on every request — set lookups,
     no signature — so a revocation also stops a keep-alive connection at its next request.
+
+    Only a valid token is remembered. A refused one is verified again whenever it is presented, so each
+    refused request raises AuthError with its own reason for the edge to log (a remembered token that has
+    expired since is verified again too, and says so); what a refusal costs is one verification, as before.
     """
 
     __slots__ = ("_known", "_verify", "_withdrawn")
@@ -141,23 +145,25 @@ class TokenMemo:
         self._withdrawn = withdrawn
         self._known: tuple[str, Principal] | None = None
 
-    def principal(self, token: str) -> Principal | None:
-        """Who `token` speaks for, or None when it is not valid (now)."""
+    def principal(self, token: str) -> Principal:
+        """Who `token` speaks for; AuthError, whose reason never quotes the token, when it is not valid (now)."""
         now = time.time()
         if self._known is not None:
             known, principal = self._known
             if hmac.compare_digest(known.encode(), token.encode()) and \
                     (principal.expires_at is None or now < principal.expires_at):
-                if self._withdrawn(principal) is None:
+                reason = self._withdrawn(principal)
+                if reason is None:
                     return principal
                 self._known = None
-                return None
-        try:
-            principal = self._verify(token, now)
-        except AuthError:
-            return None
+                raise AuthError(reason)
+        principal = self._verify(token, now)
         self._known = (token, principal)
         return principal
 
     def valid(self, token: str) -> bool:
-        return self.principal(token) is not None
+        try:
+            self.principal(token)
+        except AuthError:
+            return False
+        return True

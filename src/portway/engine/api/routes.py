@@ -4,8 +4,8 @@ checks credentials; nothing here touches a socket, so both HTTP edges share it a
 Routes are (method, path template) → handler; other modules add theirs with `route()` (webhooks.py).
 The token comes from `Authorization: Bearer`; the `rstream.token` query parameter is read only on the
 streaming endpoints (a token in a URL ends up in logs and histories). Errors are `{"error", "status"}`
-JSON, never echoing the credential. The streaming endpoints answer with a `WatchRequest` that the edge
-turns into a live stream (watch.py).
+JSON, never echoing the credential; a refused token is also logged once, with its reason. The streaming
+endpoints answer with a `WatchRequest` that the edge turns into a live stream (watch.py).
 
 A handler may be a coroutine function (the admin routes, which wait on the database): `answer` then
 returns a `Pending` coroutine, already bound to its refusal handling, that the edge runs as a task and
@@ -39,6 +39,7 @@ from portway.errors import AuthError
 MAX_PARAMS_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 10_000
+MAX_LOGGED_PATH = 256
 TUNNEL_FILTER_FIELDS = frozenset({"id", "name", "type", "status", "client_id", "user_id", "protocol", "hostname",
                                   "publish", "http_version", "labels", "host", "port", "project_id"})
 CLIENT_FILTER_FIELDS = frozenset({"id", "status", "user_id", "agent", "channel", "version", "os", "arch",
@@ -141,10 +142,11 @@ def route(method: str, template: str, *, query_token: bool = False) -> Callable[
 
 
 def answer(inventory: Inventory, method: str, target: str, authorization: bytes | None, *,
-           secure: bool = True, body: bytes = b"") -> ApiResponse | WatchRequest | Pending:
+           secure: bool = True, body: bytes = b"",
+           source_ip: str | None = None) -> ApiResponse | WatchRequest | Pending:
     """The response to one request for the engine's own host; `secure` is False on the cleartext listener,
     where only the health endpoint answers (tokens are not sent in clear). A `Pending` answer must be
-    awaited (or closed) by the caller."""
+    awaited (or closed) by the caller. `source_ip` is only for the log line of a refused token."""
     try:
         parts = urlsplit(target)
         path = unquote(parts.path)
@@ -172,7 +174,7 @@ def answer(inventory: Inventory, method: str, target: str, authorization: bytes 
         if authorization is None and handler.query_token:
             token = query.get("rstream.token", [None])[-1]
             authorization = f"Bearer {token}".encode() if token else None
-        principal = _principal(inventory, authorization)
+        principal = _principal(inventory, authorization, f"{method} {parts.path[:MAX_LOGGED_PATH]}", source_ip)
         result = handler.handler(Call(inventory, principal, found.groupdict(), query, body))
         if inspect.isawaitable(result):
             return _settle(result)
@@ -197,13 +199,22 @@ def error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) 
     return ApiResponse(status, body, headers=headers)
 
 
-def _principal(inventory: Inventory, authorization: bytes | None) -> Principal:
+def _principal(inventory: Inventory, authorization: bytes | None, request: str, source_ip: str | None) -> Principal:
+    """The caller, or a 401 whose reason is also logged, once per request (both HTTP edges answer through here).
+
+    The line names the request (method and path, never the query: `rstream.token` travels there) and the
+    source, as agentconn.py logs a refused agent: a WARNING when a credential was presented and refused,
+    INFO when none was (a client that has not authenticated yet is not worth a warning)."""
     token = bearer_token(authorization)
     if authorization is not None and token is None:
+        log.warning("engine API %s from %s refused: the Authorization header is not 'Bearer <token>'",
+                    request, source_ip)
         raise Refusal(401, "the Authorization header must be 'Bearer <token>'", _CHALLENGE)
     try:
         return inventory.verify(token)
     except AuthError as failure:
+        log.log(logging.INFO if token is None else logging.WARNING, "engine API %s from %s refused: %s",
+                request, source_ip, failure)
         raise Refusal(401, str(failure), _CHALLENGE) from None
 
 

@@ -78,7 +78,8 @@ class EngineHost:
         method = self._parser.get_method()
         answer = api_routes.answer(EngineInventory(self.ctx), method.decode("latin-1"),
                                    self._url.decode("latin-1"), self._head.authorization_value(),
-                                   secure=self.scheme == "https", body=bytes(self._local_body))
+                                   secure=self.scheme == "https", body=bytes(self._local_body),
+                                   source_ip=self.source_ip)
         self._local_body.clear()
         if isinstance(answer, api_routes.WatchRequest):
             if self._answering is not None:

@@ -36,6 +36,7 @@ from portway.engine.edges.h2upstream import H2Leg, UpstreamH2, h2c_connection
 from portway.engine.edges.pages import error_body
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import (
+    NOT_PERMITTED,
     TLS_DENIAL,
     TLS_TOO_OLD,
     count_denial,
@@ -47,6 +48,7 @@ from portway.engine.edges.stream import (
     refused_tls,
     tls_version,
     token_memo,
+    token_principal,
 )
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.edges.watchstream import H2Watch, over_capacity
@@ -217,15 +219,14 @@ class H2Edge(H2Shell):
                 drop = frozenset({b"authorization"})
             query_token, path = take_query_token(path)
             token = token or query_token
-            principal = self._tokens.principal(token) if token is not None else None
+            principal = token_principal(self.ctx, self._tokens, tunnel, token, self.source_ip)
             if principal is not None and not may(principal, "connect", tunnel,
                                                  path=path.split(b"?", 1)[0].decode("latin-1")):
-                count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
+                count_denial(self.ctx, tunnel, "token_auth", self.source_ip, NOT_PERMITTED, level=logging.WARNING)
                 self._answer(stream_id, 403, "this token may not reach this tunnel or path", accept, name,
                              draft=draft, denied="token_auth")
                 return
             if principal is None:
-                count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
                 challenge = b'Bearer realm="portway"' + (b', error="invalid_token"' if token is not None else b"")
                 self._answer(stream_id, 401, "a valid token is required: send Authorization: Bearer <token>",
                              accept, name, extra=[(b"www-authenticate", challenge)], draft=draft, denied="token_auth")
@@ -505,7 +506,8 @@ class H2Edge(H2Shell):
         websocket = request.protocol == b"websocket"  # RFC 8441: an extended CONNECT stands for the GET
         method = "GET" if websocket else request.method.decode("latin-1")
         answer = api_routes.answer(EngineInventory(self.ctx), method, request.path.decode("latin-1"),
-                                   request.header(b"authorization"), secure=self.scheme == b"https", body=body)
+                                   request.header(b"authorization"), secure=self.scheme == b"https", body=body,
+                                   source_ip=self.source_ip)
         if isinstance(answer, api_routes.WatchRequest):
             full = over_capacity(self.ctx)
             if full is None and (answer.transport == "websocket") == websocket and \

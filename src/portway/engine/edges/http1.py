@@ -27,6 +27,7 @@ from portway.engine.edges import upstreamtls
 from portway.engine.edges.h1toh2 import bridge
 from portway.engine.edges.pool import UpstreamH1
 from portway.engine.edges.stream import (
+    NOT_PERMITTED,
     TLS_DENIAL,
     TLS_TOO_OLD,
     count_denial,
@@ -38,6 +39,7 @@ from portway.engine.edges.stream import (
     refused_tls,
     tls_version,
     token_memo,
+    token_principal,
 )
 from portway.engine.edges.upstreamtls import over_tls
 from portway.engine.edges.watchstream import H1Watch
@@ -402,13 +404,12 @@ class HttpEdge(EngineHost, Pipe):
             head.take_authorization()
         query_token, self._url = take_query_token(self._url)
         token = token or query_token
-        principal = self._tokens.principal(token) if token is not None else None
+        principal = token_principal(self.ctx, self._tokens, tunnel, token, self.source_ip)
         if principal is not None:
             if may(principal, "connect", tunnel, path=self._url.split(b"?", 1)[0].decode("latin-1")):
                 return
-            count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
+            count_denial(self.ctx, tunnel, "token_auth", self.source_ip, NOT_PERMITTED, level=logging.WARNING)
             raise Reject(403, "this token may not reach this tunnel or path", denied="token_auth")
-        count_denial(self.ctx, tunnel, "token_auth", self.source_ip)
         challenge = 'Bearer realm="portway"' + (', error="invalid_token"' if token is not None else "")
         raise Reject(401, "a valid token is required: send Authorization: Bearer <token>",
                      f"WWW-Authenticate: {challenge}\r\n", denied="token_auth")

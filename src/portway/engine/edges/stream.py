@@ -10,11 +10,13 @@ from typing import Any
 
 from portway.engine import summaries
 from portway.engine.accesspolicy import CompiledPolicy
+from portway.engine.auth import Principal
 from portway.engine.broker import StreamFailed, new_stream_id
 from portway.engine.context import EngineContext
 from portway.engine.events import SUMMARY_EVENT
 from portway.engine.policy import TokenMemo, parse_address
 from portway.engine.registry import Tunnel
+from portway.errors import AuthError
 from portway.pipe import Pipe, splice
 from portway.wire.codes import ErrorCode
 
@@ -130,10 +132,36 @@ def token_memo(ctx: EngineContext) -> TokenMemo:
     return TokenMemo(ctx.access.verify, ctx.access.withdrawn)
 
 
-def count_denial(ctx: EngineContext, tunnel: Tunnel, reason: str, source_ip: str | None) -> None:
+def count_denial(ctx: EngineContext, tunnel: Tunnel, reason: str, source_ip: str | None,
+                 detail: str | None = None, *, level: int = logging.INFO) -> None:
+    """Count and log (one line) a visitor refused by the policy control `reason`; `detail` says why, when
+    the control has more to say (token_auth: the token's refusal reason, which never quotes it)."""
     counters = ctx.counters
     counters.count(counters.policy_denials, (tunnel.props.protocol or "", reason))
-    log.info("tunnel %s: visitor %s refused by %s", tunnel.id, source_ip, reason)
+    if detail is None:
+        log.log(level, "tunnel %s: visitor %s refused by %s", tunnel.id, source_ip, reason)
+    else:
+        log.log(level, "tunnel %s: visitor %s refused by %s: %s", tunnel.id, source_ip, reason, detail)
+
+
+NOT_PERMITTED = "the token may not connect to this tunnel or path"
+"""token_auth's log detail for a valid token whose grant does not reach the tunnel (or the request's path)."""
+
+
+def token_principal(ctx: EngineContext, tokens: TokenMemo, tunnel: Tunnel, token: str | None,
+                    source_ip: str | None) -> Principal | None:
+    """token_auth: who `token` speaks for, or None after counting and logging (once) why there is none.
+
+    A token presented and refused is a WARNING with the verifier's reason, as agentconn.py logs an agent's;
+    a request without one is INFO ("no token"): browsers and probes send none, and would drown the rest."""
+    if token is None:
+        count_denial(ctx, tunnel, "token_auth", source_ip, "no token")
+        return None
+    try:
+        return tokens.principal(token)
+    except AuthError as error:
+        count_denial(ctx, tunnel, "token_auth", source_ip, f"token refused: {error}", level=logging.WARNING)
+        return None
 
 
 async def connect_visitor(ctx: EngineContext, tunnel: Tunnel, visitor: Pipe, source_ip: str | None) -> None:
