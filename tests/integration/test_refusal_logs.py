@@ -68,6 +68,22 @@ async def test_engine_api_logs_why_a_token_was_refused(tmp_path: Path, caplog: p
     assert token.split(".")[2] not in logged(caplog)  # not even its signature
 
 
+async def test_a_signaling_token_in_the_query_never_reaches_the_access_log(
+        engine: EngineHandle, caplog: pytest.LogCaptureFixture) -> None:
+    """Signaling streams take their token as `rstream.token` in the query: the access line of a refused (or
+    any answered) request shows the parameter with its value replaced."""
+    token = forged(engine)
+    async with httpx.AsyncClient(verify=engine.visitor_tls(), timeout=WAIT_S) as client:
+        with caplog.at_level(logging.INFO, "portway"):
+            for path in ("/api/sse", "/api/tunnels"):
+                got = await client.get(f"https://127.0.0.1:{engine.port}{path}",
+                                       params={"a": "1", "rstream.token": token})
+                assert got.status_code == 401, got.text
+    access = [r.getMessage() for r in engine_lines(caplog) if r.name == "portway.access"]
+    assert len(access) == 2 and all("rstream.token=[redacted]" in line for line in access), access
+    assert token not in logged(caplog) and token.split(".")[2] not in logged(caplog)
+
+
 async def test_engine_api_logs_a_malformed_authorization_header(engine: EngineHandle,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     token = forged(engine)
