@@ -31,6 +31,7 @@ from portway.engine.store import (
     create_workspace,
     delete_project,
     delete_workspace,
+    finishing,
     get_access_policy,
     get_pat,
     get_project,
@@ -311,3 +312,32 @@ async def test_a_cancelled_transaction_is_finished_not_abandoned(store: Store,
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     if store.engine.dialect.name == "postgresql":
         assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.store(only="postgresql")
+async def test_a_statement_outliving_the_wait_is_left_to_finish_then_its_session_closed(
+        store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled task waits `FINISH_TIMEOUT_S` for its statement, then goes; the statement keeps its
+    connection until it ends, and only then is the session rolled back and closed (never by two tasks)."""
+    monkeypatch.setattr(finishing, "FINISH_TIMEOUT_S", 0.2)
+
+    async def slow() -> None:
+        async with store.transaction() as session:
+            await session.execute(text("SELECT pg_sleep(1)"))
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(slow())
+    await asyncio.sleep(0.2)
+    cancelled_at = loop.time()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert loop.time() - cancelled_at < 0.8  # it did not wait for the whole statement
+    assert store.engine.pool.checkedout() == 1  # type: ignore[attr-defined]  # the statement still holds it
+    deadline = loop.time() + 10
+    while store.engine.pool.checkedout() and loop.time() < deadline:  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    async with store.transaction() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar() == 1
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

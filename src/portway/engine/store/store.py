@@ -4,27 +4,23 @@ project when opened, so a fresh engine has somewhere to put credentials."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any, TypeVar
 
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from portway.engine.store import migrate
+from portway.engine.store.finishing import FinishingSession, transaction
 from portway.engine.store.workspaces import ensure_defaults
 from portway.errors import ConfigError
 
 SQLITE_FILE = "control.sqlite3"
-T = TypeVar("T")
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
 
@@ -72,51 +68,13 @@ def _private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-FINISH_TIMEOUT_S = 10.0  # how long a cancelled task still waits for its statement, commit or rollback
-
-
-async def _to_completion(step: Awaitable[T]) -> T:
-    """Run `step` to its end even if the caller is cancelled meanwhile; the cancellation is raised after.
-    Cut short, a statement leaves its connection mid-protocol: SQLAlchemy then drops it (aiosqlite's thread
-    and asyncpg's cancel request are left behind, each logging an ERROR) instead of rolling back."""
-    task = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        if not task.done():
-            await asyncio.wait([task], timeout=FINISH_TIMEOUT_S)
-        if task.done():
-            task.result()  # its own error, if it had one, wins over the cancellation
-        else:
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        raise
-
-
-class _FinishingSession(AsyncSession):
-    """An AsyncSession whose statements finish when their task is cancelled; the cancellation takes effect
-    right after (see `_to_completion`). Engine shutdown and a client hanging up cancel such tasks."""
-
-
-def _finishing(name: str) -> Callable[..., Any]:
-    method = getattr(AsyncSession, name)
-
-    @functools.wraps(method)
-    async def finishing(self: AsyncSession, *args: Any, **kwargs: Any) -> Any:
-        return await _to_completion(method(self, *args, **kwargs))
-    return finishing
-
-
-for _name in ("execute", "scalar", "scalars", "get", "flush", "delete", "refresh", "merge"):
-    setattr(_FinishingSession, _name, _finishing(_name))
-
-
 class Store:
     """An open store. Repository functions (workspaces.py, credentials.py, policies.py) take it first."""
 
     def __init__(self, engine: AsyncEngine, anchor: sqlite3.Connection | None = None) -> None:
         self.engine = engine
         self._anchor = anchor
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False, class_=_FinishingSession)
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False, class_=FinishingSession)
 
     @classmethod
     async def open(cls, url: URL | str) -> Store:
@@ -147,25 +105,10 @@ class Store:
             raise
         return store
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session whose changes commit when the block ends (rolled back on an exception).
-
-        A cancelled task (engine shutdown, a visitor hanging up on an admin request) still ends its
-        transaction: the rollback, commit and giving back of the connection run to completion before the
-        cancellation goes on. Cut short, the connection would be dropped unclosed and the database handle
-        leaked, and SQLAlchemy's pool logs an ERROR for each."""
-        session = self._sessions()
-        try:
-            try:
-                await _to_completion(session.begin())
-                yield session
-            except BaseException:
-                await _to_completion(session.rollback())
-                raise
-            await _to_completion(session.commit())
-        finally:
-            await _to_completion(session.close())
+    def transaction(self) -> AbstractAsyncContextManager[FinishingSession]:
+        """A session whose changes commit when the block ends (rolled back on an exception). A cancelled task
+        still ends its transaction before the cancellation goes on (finishing.py)."""
+        return transaction(self._sessions)
 
     async def close(self) -> None:
         await self.engine.dispose()
