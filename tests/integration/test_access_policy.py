@@ -178,8 +178,11 @@ async def test_minimum_tls_version_keeps_the_tunnel_off_the_cleartext_listener(t
                 got = await client.post(f"{plain}/a?b=1", content=b"body", headers={"Host": f"{hostname}:80"})
                 assert (got.http_version, got.status_code) == (version, 308), got.text
                 assert got.headers["location"] == f"https://{hostname}:{engine.port}/a?b=1"
+                with_token = await client.get(f"{plain}/a?rstream.token=secret.jwt&b=1", headers={"Host": hostname})
+                assert with_token.status_code == 308  # a query token is not echoed back in the Location
+                assert with_token.headers["location"] == f"https://{hostname}:{engine.port}/a?b=1"
                 assert "served over HTTPS only" in got.text
-        assert denials(engine) == {("http", "project_min_tls_version"): 2}
+        assert denials(engine) == {("http", "project_min_tls_version"): 4}  # two requests on each of h1 and h2c
         await set_policy(engine)
         async with httpx.AsyncClient(trust_env=False, timeout=5 * UNIT_S) as h1:
             served = await h1.get(f"{plain}/a", headers={"Host": hostname})

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import trustme
 
+from portway.engine.auth import mint_token
 from portway.engine.context import EngineContext
 from portway.engine.summaries import StreamSummary
 from tests.conftest import (
@@ -269,3 +270,25 @@ async def test_tunnel_filters_apply_and_the_count_follows_watches(engine: Engine
             break
         await asyncio.sleep(0.02)
     assert ctx.summary_watchers == 0
+
+
+async def test_a_restricted_watch_cannot_probe_fields_select_hides(engine: EngineHandle) -> None:
+    """A token whose `select` shows only a tunnel's name: a summary filter on the owner finds nothing (the
+    owner is hidden from it, as from the summary itself), and the envelope does not name the owner either."""
+    only_names = mint_token(engine.secret, subject="viewer", ttl_s=600, extra={
+        "resources": {"tunnels": {"scopes": {"tunnels": {"list": {"select": {"name": True}}}}}}})
+    async with EchoServer(http=True) as upstream, \
+            forwarded_hostname(engine, upstream.port, name="wanted") as wanted, \
+            sse(engine, {"summaries": True, "tunnels": {"user_id": "test"}}, token=only_names) as probing, \
+            sse(engine, {"summaries": True, "tunnels": {"name": "wanted"}}, token=only_names) as named:
+        assert (await probing.next())["type"] == "state.initial"
+        assert (await named.next())["type"] == "state.initial"
+        reader, writer = await engine.open_visitor(wanted)
+        try:
+            assert (await http_get(reader, writer, wanted))[0] == 200
+        finally:
+            await close_writer(writer)
+        event = await next_summary(named)
+        assert set(event["object"]["routing"]["routed"]["tunnel"]) <= {"id", "name"}
+        assert (event["user_id"], event["workspace_id"], event["project_id"]) == (None, None, None)
+        await no_summary(probing)  # the owner is "test", but the filter may not read it

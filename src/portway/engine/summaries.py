@@ -196,6 +196,14 @@ def downstream(ip: str | None, country: str | None, ssl_object: SSLFacts | None)
     return out
 
 
+def redact_target(target: bytes) -> bytes:
+    """A request target as logs show it: `redact_query` on its query (the path is kept byte for byte)."""
+    path, sep, query = target.partition(b"?")
+    if not sep:
+        return target
+    return path + b"?" + redact_query(query.decode("latin-1")).encode("latin-1")
+
+
 def redact_query(query: str) -> str:
     """`query` with the value of every `rstream.token` parameter (however percent-encoded) replaced."""
     if not query:

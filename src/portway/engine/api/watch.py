@@ -26,13 +26,19 @@ MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
 SLOW_CONSUMER = "the client did not keep up with the event stream"
 
 
-def summary_tunnel(event: EngineEvent, obj: dict[str, Any]) -> dict[str, Any]:
+def summary_tunnel(event: EngineEvent, obj: dict[str, Any], shown: dict[str, Any] | None = None) -> dict[str, Any]:
     """The tunnel record a summary (`obj`, as the subscriber sees it) is matched against by tunnel filters:
     the routed tunnel's id, name, protocol, hostname and labels, its client and owner (a stream that was not
-    routed has only nulls)."""
+    routed has only nulls). `shown`: the tunnel as a restricted subscriber may see it; its client and owner
+    are left out when `select` hides them, so a filter cannot probe them summary by summary."""
     routed = (obj.get("routing") or {}).get("routed") or {}
-    return {"id": obj.get("tunnel_id"), "client_id": obj.get("client_id"), "user_id": event.user_id,
-            **(routed.get("tunnel") or {})}
+    record = {"id": obj.get("tunnel_id"), "client_id": obj.get("client_id"), "user_id": event.user_id,
+              **(routed.get("tunnel") or {})}
+    if shown is not None:
+        for key in ("client_id", "user_id"):
+            if key not in shown:
+                record.pop(key, None)
+    return record
 
 
 class Watch:
@@ -84,7 +90,7 @@ class Watch:
         else:
             summary, tunnel = (event.object, None) if unrestricted(principal) else \
                 visible_summary(self._inventory, principal, event.object)
-            if summary is None or not self.request.tunnels(summary_tunnel(event, summary)):
+            if summary is None or not self.request.tunnels(summary_tunnel(event, summary, tunnel)):
                 return
             envelope["object"] = summary
             if tunnel is not None:

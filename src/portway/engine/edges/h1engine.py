@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import httptools
 
-from portway.engine import summaries
 from portway.engine.api import routes as api_routes
 from portway.engine.api.inventory import EngineInventory
 from portway.engine.context import EngineContext
@@ -134,7 +133,7 @@ class EngineHost:
                         cache=answer.cache)
         self.transport.write(page)
         self._count_status(answer.status)
-        self._log_line(asked.method, _redacted(asked.url), answer.status, len(page), asked.started)
+        self._log_line(asked.method, asked.url, answer.status, len(page), asked.started)
         self._rx_mark = self.bytes_in
         if not asked.keep:
             self.transport.close()
@@ -158,11 +157,3 @@ class EngineHost:
         return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 b"Sec-WebSocket-Accept: %s\r\nServer: portway\r\n\r\n" % h2rules.websocket_accept(key))
 
-
-def _redacted(url: bytes) -> bytes:
-    """The request target as the access log shows it: an `rstream.token` query value (signaling streams take
-    their token there) is replaced, whatever the answer was."""
-    path, sep, query = url.partition(b"?")
-    if not sep:
-        return url
-    return path + b"?" + summaries.redact_query(query.decode("latin-1")).encode("latin-1")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from portway.engine.summaries import Draft
+from portway.engine.summaries import Draft, redact_target
 
 PLAIN, HEAD, CONNECT, UPGRADE = range(4)
 # What a final response head means (`Exchanges.answer`)
@@ -90,8 +90,9 @@ class Exchanges(deque[Exchange]):
 def access_line(tunnel: str, source: str | None, method: bytes, target: bytes, *, status: int, request_bytes: int,
                 response_bytes: int, duration_s: float, error: str | None = None) -> str:
     """The access-log line of one request: `key=value` fields, no spaces inside values except in the
-    quoted `error`; `status=0` when no response was sent."""
+    quoted `error`; `status=0` when no response was sent. An `rstream.token` query value is replaced, on
+    every path (token_auth strips it before forwarding, but a request refused earlier still carries it)."""
     line = (f"tunnel={tunnel} src={source} method={method.decode('latin-1') or '-'} "
-            f"path={target.decode('latin-1') or '-'} status={status} req_bytes={request_bytes} "
+            f"path={redact_target(target).decode('latin-1') or '-'} status={status} req_bytes={request_bytes} "
             f"resp_bytes={response_bytes} duration_ms={duration_s * 1000:.1f}")
     return f'{line} error="{error}"' if error else line

@@ -448,7 +448,8 @@ class H2Edge(H2Shell):
         counters.count(counters.http_responses, exchange.status)
         access_log.info(
             "tunnel=%s src=%s proto=h2 %s %s status=%d bytes_out=%d ms=%.1f", exchange.tunnel.id, self.source_ip,
-            exchange.request.method.decode("latin-1"), exchange.request.path[:256].decode("latin-1"),
+            exchange.request.method.decode("latin-1"),
+            summaries.redact_target(exchange.request.path)[:256].decode("latin-1"),
             exchange.status, exchange.response_bytes, (time.monotonic() - exchange.started) * 1000)
         if exchange.draft is not None:
             publish_http_summary(self.ctx, exchange.draft, time.monotonic(), status=exchange.status,

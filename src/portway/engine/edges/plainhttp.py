@@ -32,6 +32,7 @@ from portway.engine.agentconn import peer_ip
 from portway.engine.context import EngineContext
 from portway.engine.edges.stream import TLS_DENIAL
 from portway.engine.listener import listening_socket
+from portway.engine.policy import take_query_token
 from portway.wire.hostnames import is_engine_hostname
 
 from .h1rules import MAX_HEAD_BYTES, MAX_HEADERS, Reject
@@ -283,7 +284,8 @@ HTTPS_ONLY = "this tunnel's project requires TLS: it is served over HTTPS only"
 
 def https_redirect(ctx: EngineContext, host: str, target: bytes) -> str:
     """Where a cleartext request for a tunnel whose project sets `min_tls_version` is sent: the same path and
-    query on HTTPS, as redirect mode would answer. `host` is the tunnel's hostname, so never an open redirect."""
+    query on HTTPS, as redirect mode would answer, minus any `rstream.token` (it is not echoed back). `host`
+    is the tunnel's hostname, so never an open redirect."""
     if target.startswith(b"/"):
         path = target.split(b"#", 1)[0]
     else:  # absolute-form: its path and query; anything else (`*`) goes to the root
@@ -291,7 +293,7 @@ def https_redirect(ctx: EngineContext, host: str, target: bytes) -> str:
             _, path = request_host_and_path(target, None)
         except ValueError:
             path = b"/"
-    return https_location(host, ctx.public_port, path)
+    return https_location(host, ctx.public_port, take_query_token(path)[1])
 
 
 class _ClearHttpEdge(_Tracked, HttpEdge):
