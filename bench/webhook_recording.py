@@ -82,17 +82,22 @@ async def main(tunnels: int, width: int, store_url: str | None) -> None:
         token = mint_token(state.jwt_secret, subject="bench", ttl_s=3600)
         base = f"https://127.0.0.1:{engine.port}"
         try:
-            control = await Client(f"127.0.0.1:{engine.port}", token, tls=TLSOptions(ca_file=str(state.ca_path))
-                                   ).connect()
-            await sequential(control, 20)  # warm up
-            bare = await sequential(control, tunnels), await parallel(control, tunnels, width)
             async with httpx.AsyncClient(base_url=base, verify=str(state.ca_path),
                                          headers={"authorization": f"Bearer {token}"}) as api:
+                if (await api.get("/api/webhooks")).json():  # a reused database: "no endpoint" would be false
+                    raise SystemExit("the store already has webhook endpoints: give the bench an empty database")
+                control = await Client(f"127.0.0.1:{engine.port}", token,
+                                       tls=TLSOptions(ca_file=str(state.ca_path))).connect()
+                await sequential(control, 20)  # warm up
+                bare = await sequential(control, tunnels), await parallel(control, tunnels, width)
                 made = await api.post("/api/webhooks", json={"url": f"http://127.0.0.1:{port}/",
                                                              "events": ["tunnel.created"]})
                 made.raise_for_status()
-            held = await sequential(control, tunnels), await parallel(control, tunnels, width)
-            await control.close()
+                try:
+                    held = await sequential(control, tunnels), await parallel(control, tunnels, width)
+                finally:
+                    await api.delete(f"/api/webhooks/{made.json()['id']}")  # leave the database as it was
+                await control.close()
         finally:
             server.close()
             await engine.stop()
