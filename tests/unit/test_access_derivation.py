@@ -107,6 +107,7 @@ def test_a_derived_token_holds_a_subset_of_its_parents_rights(
     assert_within(child, parent, checks)
     parent_jti = [parent.claims["jti"]] if "jti" in parent.claims else []  # app tokens may have none
     assert child.claims["derivedFrom"] == [*parent.claims.get("derivedFrom", []), *parent_jti]
+    assert child.claims["userId"] == parent.subject == child.subject
     assert is_operator(parent) or not is_operator(child)
     grandchild = child_of(child, again)  # and down a chain
     if grandchild is not None:

@@ -51,7 +51,9 @@ def derive(parent: Principal, request: MintRequest, *, now: float, engine: str) 
         raise MintRefused("the token has (almost) expired: nothing is left to delegate")
     # The root credential, so revoking it revokes every token derived from it (access/tokens.py).
     source = parent.revocation_id if isinstance(parent, AccessPrincipal) else parent.token_id
-    claims: dict[str, object] = {"metadata": {"engine": engine}, "sourceCredentialId": source}
+    # §3.1 lists `userId` for auth tokens; the engine's views name a tunnel's user by its subject (`user_id`).
+    claims: dict[str, object] = {"metadata": {"engine": engine}, "sourceCredentialId": source,
+                                 "userId": parent.subject}
     ancestors = _ancestors(parent)
     if len(ancestors) > MAX_GENERATIONS:
         raise MintRefused(f"a token derived {MAX_GENERATIONS} times over cannot be derived from again")
