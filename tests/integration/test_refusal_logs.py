@@ -81,6 +81,14 @@ async def test_a_signaling_token_in_the_query_never_reaches_the_access_log(
                 assert got.status_code == 401, got.text
     access = [r.getMessage() for r in engine_lines(caplog) if r.name == "portway.access"]
     assert len(access) == 2 and all("rstream.token=[redacted]" in line for line in access), access
+    async with httpx.AsyncClient(verify=engine.visitor_tls(), http2=True, timeout=WAIT_S) as client:
+        with caplog.at_level(logging.INFO, "portway"):
+            got = await client.get(f"https://127.0.0.1:{engine.port}/api/tunnels", params={"rstream.token": token},
+                                   headers={"Authorization": f"Bearer {engine.token()}"})
+            assert got.status_code == 200 and got.http_version == "HTTP/2"
+    (h2_line,) = [r.getMessage() for r in engine_lines(caplog) if r.name == "portway.access" and "proto=h2" in
+                  r.getMessage()]  # the engine's own API over h2 has its access line too
+    assert "GET /api/tunnels?rstream.token=[redacted] status=200" in h2_line, h2_line
     assert token[:40] not in logged(caplog) and token.split(".")[2][:20] not in logged(caplog)
 
 

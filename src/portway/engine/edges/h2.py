@@ -504,6 +504,7 @@ class H2Edge(H2Shell):
     def _answer_locally(self, stream_id: int, request: h2rules.H2Request, body: bytes) -> None:
         """The Engine API on its own stream; an async route's answer (`Pending`) is awaited in a task and
         sent on the stream when ready, while the connection's other streams go on (multiplexing)."""
+        started = time.monotonic()
         websocket = request.protocol == b"websocket"  # RFC 8441: an extended CONNECT stands for the GET
         method = "GET" if websocket else request.method.decode("latin-1")
         answer = api_routes.answer(EngineInventory(self.ctx), method, request.path.decode("latin-1"),
@@ -518,23 +519,29 @@ class H2Edge(H2Shell):
             answer = full or api_routes.error(426 if answer.transport == "websocket" else 400,
                                       "use an extended CONNECT with :protocol websocket" if not websocket
                                       else "an SSE stream is a plain GET")
+        asked = (method, request.path, started)
         if not isinstance(answer, api_routes.ApiResponse):
-            self.ctx.spawn(self._answer_later(stream_id, answer))
+            self.ctx.spawn(self._answer_later(stream_id, answer, asked))
             return
-        self._send_answer(stream_id, answer)
+        self._send_answer(stream_id, answer, asked)
 
-    async def _answer_later(self, stream_id: int, pending: api_routes.Pending) -> None:
+    async def _answer_later(self, stream_id: int, pending: api_routes.Pending,
+                            asked: tuple[str, bytes, float]) -> None:
         try:
             answer = await pending
         finally:
             pending.close()  # a no-op once awaited; spares a "never awaited" warning when cancelled first
         if not self.closed and self.transport is not None and not self.transport.is_closing():
-            self._send_answer(stream_id, answer)  # a stream reset meanwhile is skipped by _respond
+            self._send_answer(stream_id, answer, asked)  # a stream reset meanwhile is skipped by _respond
 
-    def _send_answer(self, stream_id: int, answer: api_routes.ApiResponse) -> None:
+    def _send_answer(self, stream_id: int, answer: api_routes.ApiResponse, asked: tuple[str, bytes, float]) -> None:
         extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
         self._respond(stream_id, answer.status, answer.body, answer.content_type, extra, cache=answer.cache)
         self.ctx.counters.count(self.ctx.counters.http_responses, answer.status)
+        method, path, started = asked  # the engine's own API, as HTTP/1.1 logs it (a query token redacted)
+        access_log.info("tunnel=- src=%s proto=h2 %s %s status=%d bytes_out=%d ms=%.1f", self.source_ip, method,
+                        summaries.redact_target(path)[:256].decode("latin-1"), answer.status, len(answer.body),
+                        (time.monotonic() - started) * 1000)
 
     def _start_watch(self, stream_id: int, request: api_routes.WatchRequest) -> None:
         headers = [(b":status", b"200"), (b"cache-control", b"no-store"), (b"server", b"portway")]
