@@ -83,6 +83,8 @@ def test_admin_round_trips(engine_process: EngineProcess, tmp_path: Path) -> Non
     stale = admin(engine_process, token, "policy", "set", "--project", "web", "--policy-json", "{}",
                   "--if-version", "0")
     assert stale.returncode == 1 and len(error_lines(stale.stderr)) == 1 and "409" in stale.stderr
+    by_path = json.loads(admin(engine_process, token, "policy", "get", "--project", "acme/web", "-o", "json").stdout)
+    assert by_path == got  # "workspace/project" names it too
     history = json.loads(admin(engine_process, token, "policy", "history", "--project", "web", "-o", "json").stdout)
     assert [v["version"] for v in history] == [1] and history[0]["policy"]["allow_public"] is False
     assert admin(engine_process, token, "policy", "history", "--project", "web").stdout.split()[:3] == [
@@ -104,22 +106,22 @@ def test_user_commands(engine_process: EngineProcess, tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     alice = json.loads(made.stdout)
     assert alice["role"] == "operator" and alice["disabled_at"] is None
-    bob = admin(engine_process, token, "user", "create", "bob smith?")  # percent-encoded in the path
+    bob = admin(engine_process, token, "user", "create", "team/bob smith?")  # percent-encoded in the path, / too
     assert bob.returncode == 0 and bob.stdout.splitlines()[0].split() == ["ID", "SUBJECT", "ROLE", "DISABLED_AT",
                                                                           "CREATED_AT"]
     table = admin(engine_process, token, "user", "list")
     assert table.returncode == 0 and "alice@example.com" in table.stdout and "member" in table.stdout
     listed = json.loads(admin(engine_process, token, "user", "list", "-o", "json").stdout)
-    assert [u["subject"] for u in listed] == ["alice@example.com", "bob smith?"]
+    assert [u["subject"] for u in listed] == ["alice@example.com", "team/bob smith?"]
     assert json.loads(admin(engine_process, token, "user", "get", alice["id"], "-o", "json").stdout) == alice
-    assert yaml.safe_load(admin(engine_process, token, "user", "get", "bob smith?", "-o", "yaml").stdout)[
+    assert yaml.safe_load(admin(engine_process, token, "user", "get", "team/bob smith?", "-o", "yaml").stdout)[
         "role"] == "member"
 
-    promoted = admin(engine_process, token, "user", "set-role", "bob smith?", "operator", "-o", "json")
+    promoted = admin(engine_process, token, "user", "set-role", "team/bob smith?", "operator", "-o", "json")
     assert promoted.returncode == 0 and json.loads(promoted.stdout)["role"] == "operator"
-    disabled = json.loads(admin(engine_process, token, "user", "disable", "bob smith?", "-o", "json").stdout)
+    disabled = json.loads(admin(engine_process, token, "user", "disable", "team/bob smith?", "-o", "json").stdout)
     assert disabled["disabled_at"] is not None
-    enabled = json.loads(admin(engine_process, token, "user", "enable", "bob smith?", "-o", "json").stdout)
+    enabled = json.loads(admin(engine_process, token, "user", "enable", "team/bob smith?", "-o", "json").stdout)
     assert enabled["disabled_at"] is None
 
     # alice is an operator: her PAT drives `portway admin` until she is disabled
@@ -139,7 +141,7 @@ def test_user_commands(engine_process: EngineProcess, tmp_path: Path) -> None:
     assert admin(engine_process, token, "pat", "revoke", pat_id).returncode == 0
     deleted = admin(engine_process, token, "user", "delete", "alice@example.com")
     assert deleted.returncode == 0 and deleted.stdout.strip() == "deleted user alice@example.com"
-    assert admin(engine_process, token, "user", "delete", "bob smith?").returncode == 0
+    assert admin(engine_process, token, "user", "delete", "team/bob smith?").returncode == 0
 
 
 def test_user_refusals(engine_process: EngineProcess, tmp_path: Path) -> None:

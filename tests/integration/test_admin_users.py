@@ -80,6 +80,23 @@ async def test_round_trips(engine: EngineHandle) -> None:
         assert [u["subject"] for u in (await api.get("/users")).json()] == ["alice@example.com"]
 
 
+async def test_refs_may_hold_an_encoded_slash(engine: EngineHandle) -> None:
+    """Path parameters are decoded one by one, so `%2F` stays inside its segment: a subject with a slash and
+    a project named `workspace/project` are addressable by name."""
+    async with admin_api(engine, operator_token(engine)) as api:
+        team = (await api.post("/users", json={"subject": "team/alice"})).json()
+        assert (await api.get("/users/team%2Falice")).json() == team
+        assert (await api.patch("/users/team%2Falice", json={"role": "operator"})).json()["role"] == "operator"
+        assert (await api.get("/users/team/alice")).status_code == 404  # an unencoded slash is a path separator
+        assert (await api.delete("/users/team%2Falice")).json() == {"deleted": "team/alice"}
+        await api.post("/workspaces", json={"name": "acme"})
+        web = (await api.post("/projects", json={"name": "web", "workspace": "acme"})).json()
+        assert (await api.get("/projects/acme%2Fweb")).json() == web
+        stored = await api.put("/projects/acme%2Fweb/policy", json={"policy": {"allow_public": False}})
+        assert stored.status_code == 200 and stored.json()["project_id"] == web["id"]
+        assert [v["version"] for v in (await api.get("/projects/acme%2Fweb/policy/history")).json()] == [1]
+
+
 async def test_refusals(engine: EngineHandle) -> None:
     async with admin_api(engine, operator_token(engine)) as api:
         assert (await api.post("/users", json={"subject": "carol"})).status_code == 201

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import jwt
 
-from portway.cli.adminshared import OUTPUT, PROJECT, add_get, engine_api, json_option, show
+from portway.cli.adminshared import OUTPUT, PROJECT, add_get, engine_api, json_option, ref_path, show
 from portway.cli.adminusers import user_group
 from portway.cli.common import agent_options, fail, print_rows
 from portway.cli.inventory import fetch
@@ -101,7 +101,7 @@ def workspace_delete(ctx: click.Context, ref: str, engine_addr: str | None, toke
       portway admin workspace delete acme
     """
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    fetch(lambda: api.admin("DELETE", f"workspaces/{ref}"))
+    fetch(lambda: api.admin("DELETE", ref_path("workspaces", ref)))
     click.echo(f"deleted workspace {ref}")
 
 
@@ -168,7 +168,7 @@ def project_delete(ctx: click.Context, ref: str, engine_addr: str | None, token:
       portway admin project delete acme/web
     """
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    fetch(lambda: api.admin("DELETE", f"projects/{ref}"))
+    fetch(lambda: api.admin("DELETE", ref_path("projects", ref)))
     click.echo(f"deleted project {ref}")
 
 
@@ -280,7 +280,7 @@ def pat_revoke(ctx: click.Context, pat_id: str, engine_addr: str | None, token: 
       portway admin pat revoke pat_0123456789abcdef
     """
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    revoked = fetch(lambda: api.admin("POST", f"pats/{pat_id}/revoke", body={"reason": reason}))
+    revoked = fetch(lambda: api.admin("POST", ref_path("pats", pat_id, "revoke"), body={"reason": reason}))
     click.echo(f"revoked {revoked['id']} at {revoked['revoked_at']}")
 
 
@@ -356,7 +356,7 @@ def app_revoke(ctx: click.Context, client_id: str, engine_addr: str | None, toke
       portway admin app revoke app_0123456789abcdef
     """
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    revoked = fetch(lambda: api.admin("POST", f"apps/{client_id}/revoke", body={"reason": reason}))
+    revoked = fetch(lambda: api.admin("POST", ref_path("apps", client_id, "revoke"), body={"reason": reason}))
     click.echo(f"revoked {revoked['client_id']} at {revoked['revoked_at']}")
 
 
@@ -441,7 +441,7 @@ def policy_get(ctx: click.Context, engine_addr: str | None, token: str | None, t
       portway admin policy get --project web
     """
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    show(fetch(lambda: api.admin("GET", f"projects/{project or 'default'}/policy")), output, [])
+    show(fetch(lambda: api.admin("GET", ref_path("projects", project or "default", "policy"))), output, [])
 
 
 @policy_group.command(name="set")
@@ -466,7 +466,8 @@ def policy_set(ctx: click.Context, engine_addr: str | None, token: str | None, t
         fail("give the policy as a JSON/YAML object", "--policy-json '{...}' or --policy-file FILE", code=2)
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
     body = {"policy": policy, "expected_version": if_version}
-    show(fetch(lambda: api.admin("PUT", f"projects/{project or 'default'}/policy", body=body)), output, [])
+    show(fetch(lambda: api.admin("PUT", ref_path("projects", project or "default", "policy"), body=body)), output,
+         [])
 
 
 add_get(workspace_group, collection="workspaces", what="workspace", columns=WORKSPACE_COLUMNS,
@@ -493,5 +494,5 @@ def policy_history(ctx: click.Context, engine_addr: str | None, token: str | Non
       portway admin policy history --project web -o json
     """
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    path = f"projects/{project or 'default'}/policy/history"
+    path = ref_path("projects", project or "default", "policy", "history")
     print_rows(fetch(lambda: api.admin_list(path)), output, POLICY_COLUMNS)

@@ -49,6 +49,12 @@ def json_option(raw: str | None, path: str | None, what: str) -> Any:
         fail(f"the {what} is not valid JSON/YAML: {error}", code=2)
 
 
+def ref_path(collection: str, ref: str, *rest: str) -> str:
+    """`collection/<ref>[/rest…]` with `ref` percent-encoded, `/` included: a project may be named
+    `workspace/project`, a subject may hold a slash, a space, `?` or `#`."""
+    return "/".join((collection, quote(ref, safe="@"), *rest))
+
+
 def add_get(group: click.Group, *, collection: str, what: str, columns: list[str], example: str,
             ref: str = "its id or name") -> None:
     """Add `get REF` to `group`: one record of the admin API's `collection`, by id (or name where the API
@@ -63,4 +69,4 @@ def add_get(group: click.Group, *, collection: str, what: str, columns: list[str
     def get(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
             ca_file: str | None, insecure: bool, output: str) -> None:
         api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-        show(fetch(lambda: api.admin("GET", f"{collection}/{quote(ref, safe='@')}")), output, columns)
+        show(fetch(lambda: api.admin("GET", ref_path(collection, ref))), output, columns)

@@ -4,11 +4,10 @@ and whether they are disabled (their PATs and what derives from them refused).""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import click
 
-from portway.cli.adminshared import OUTPUT, add_get, engine_api, show
+from portway.cli.adminshared import OUTPUT, add_get, engine_api, ref_path, show
 from portway.cli.common import agent_options, print_rows
 from portway.cli.inventory import fetch
 
@@ -19,7 +18,7 @@ _ROLE = click.Choice(["operator", "member"])
 
 def _user_path(ref: str) -> str:
     """`users/<ref>`, the id or subject percent-encoded (a subject may hold spaces, `?` or `#`)."""
-    return f"users/{quote(ref, safe='@')}"
+    return ref_path("users", ref)
 
 
 @click.group(name="user")

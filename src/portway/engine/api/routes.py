@@ -159,7 +159,9 @@ def answer(inventory: Inventory, method: str, target: str, authorization: bytes 
                                     capabilities=list(CAPABILITIES)), cache="max-age=300")
         if method == "GET" and path == "/api/openapi.json":
             return _json(openapi_document(inventory.version))
-        matches = [(r, m) for r in _routes if (m := r.pattern.match(path)) is not None]
+        # Routes match the path as sent, so a parameter may hold an encoded `/` (`acme%2Fweb`, a subject with a
+        # slash); each parameter is decoded on its own below.
+        matches = [(r, m) for r in _routes if (m := r.pattern.match(parts.path)) is not None]
         if not matches:
             raise Refusal(404, "unknown engine endpoint")
         chosen = next(((r, m) for r, m in matches if r.method == method), None)
@@ -175,7 +177,8 @@ def answer(inventory: Inventory, method: str, target: str, authorization: bytes 
             token = query.get("rstream.token", [None])[-1]
             authorization = f"Bearer {token}".encode() if token else None
         principal = _principal(inventory, authorization, f"{method} {parts.path[:MAX_LOGGED_PATH]}", source_ip)
-        result = handler.handler(Call(inventory, principal, found.groupdict(), query, body))
+        params = {name: unquote(value) for name, value in found.groupdict().items()}
+        result = handler.handler(Call(inventory, principal, params, query, body))
         if inspect.isawaitable(result):
             return _settle(result)
         return result
