@@ -4,6 +4,7 @@ round trips, hash-only PATs, secret-free application credentials, revocation and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -340,4 +341,23 @@ async def test_a_statement_outliving_the_wait_is_left_to_finish_then_its_session
     assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     async with store.transaction() as session:
         assert (await session.execute(text("SELECT 1"))).scalar() == 1
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.store(only="postgresql")
+async def test_a_block_going_on_after_a_timeout_cannot_use_its_abandoned_session(
+        store: Store, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(finishing, "FINISH_TIMEOUT_S", 0.2)
+
+    async def going_on() -> None:
+        async with store.transaction() as session:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await session.execute(text("SELECT pg_sleep(1)"))
+            await session.execute(text("SELECT 1"))  # the pg_sleep still runs on this session's connection
+
+    with pytest.raises(finishing.SessionAbandoned):
+        await going_on()
+    await finishing.settle()  # what Store.close does first
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

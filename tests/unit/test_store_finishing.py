@@ -80,3 +80,19 @@ async def test_a_step_outliving_the_wait_is_abandoned_with_its_session(monkeypat
     assert session.abandoned is not None and not session.abandoned.done()
     release.set()
     assert await session.abandoned == "done"
+
+
+async def test_an_abandoned_session_refuses_further_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block that goes on after its cancellation (turned into a TimeoutError by `asyncio.timeout`, say) may
+    not start a step beside the one still running on the session."""
+    monkeypatch.setattr(finishing, "FINISH_TIMEOUT_S", 0.05)
+    started, release = asyncio.Event(), asyncio.Event()
+    session = finishing.FinishingSession()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await finishing.finish(step(started, release), session)
+    with pytest.raises(finishing.SessionAbandoned):
+        await session.execute(None)  # type: ignore[arg-type]  # refused before reaching any database
+    release.set()
+    await finishing.settle(1.0)
+    assert session.abandoned is not None and session.abandoned.done()

@@ -7,7 +7,8 @@ transaction (statement, commit, rollback, close) runs in a task of its own that 
 when cancelled — for up to `FINISH_TIMEOUT_S` — and the cancellation is raised after it, always.
 
 A step that outlives that wait is abandoned to finish alone; the session is then left to it, and is
-rolled back and closed once it ends (`FinishingSession.abandoned`), never touched by two tasks at once.
+rolled back and closed once it ends (`FinishingSession.abandoned`), never touched by two tasks at once: a
+block that goes on using it meanwhile gets `SessionAbandoned`. `Store.close` waits for such steps (`settle`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 log = logging.getLogger("portway.engine.store")
 T = TypeVar("T")
 FINISH_TIMEOUT_S = 10.0  # how long a cancelled task still waits for its statement, commit or rollback
-_cleanups: set[asyncio.Task[None]] = set()  # closes of abandoned sessions (strong references)
+_cleanups: set[asyncio.Future[Any]] = set()  # abandoned steps and the closes after them (strong references)
 
 
-class Abandoned(Exception):
-    """Internal: a step still running when its cancelled caller stopped waiting."""
+class SessionAbandoned(RuntimeError):
+    """A step was asked of a session whose earlier step, abandoned by a cancelled caller, still runs (a block
+    that goes on after its cancellation became a TimeoutError, say): refused rather than run beside it."""
 
 
 class FinishingSession(AsyncSession):
@@ -57,6 +59,8 @@ async def finish(step: Awaitable[T], session: FinishingSession | None = None) ->
         if not task.done():
             if session is not None:
                 session.abandoned = task
+            _cleanups.add(task)
+            task.add_done_callback(_cleanups.discard)
             task.add_done_callback(_retrieve)
         elif not task.cancelled() and task.exception() is not None:
             log.warning("a cancelled task's database step then failed: %s", task.exception())
@@ -73,6 +77,7 @@ def _finishing(name: str) -> Callable[..., Any]:
 
     @functools.wraps(method)
     async def finishing(self: FinishingSession, *args: Any, **kwargs: Any) -> Any:
+        _usable(self)
         return await finish(method(self, *args, **kwargs), self)
     return finishing
 
@@ -94,6 +99,7 @@ async def transaction(sessions: async_sessionmaker[FinishingSession]) -> AsyncIt
         except BaseException:
             await _quietly(session, session.rollback, "roll back")
             raise
+        _usable(session)
         await finish(session.commit(), session)
     finally:
         await _quietly(session, session.close, "close")
@@ -112,12 +118,23 @@ async def _quietly(session: FinishingSession, step: Callable[[], Awaitable[None]
         log.warning("cannot %s a database session: %s", what, failure)
 
 
+def _usable(session: FinishingSession) -> None:
+    if session.abandoned is not None and not session.abandoned.done():
+        raise SessionAbandoned("this database session still runs a step its cancelled caller left behind")
+
+
+async def settle(timeout: float = FINISH_TIMEOUT_S) -> None:
+    """Wait (bounded) for abandoned steps and the closes after them: the store is closed after this."""
+    if _cleanups:
+        await asyncio.wait(set(_cleanups), timeout=timeout)
+
+
 def _close_after(session: FinishingSession, running: asyncio.Future[Any]) -> None:
     async def close() -> None:
         await asyncio.wait([running])
         session.abandoned = None
         try:
-            await session.close()
+            await finish(session.close())
         except Exception as failure:
             log.warning("cannot close an abandoned database session: %s", failure)
 

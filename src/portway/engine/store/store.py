@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import NullPool
 
 from portway.engine.store import migrate
-from portway.engine.store.finishing import FinishingSession, transaction
+from portway.engine.store.finishing import FinishingSession, settle, transaction
 from portway.engine.store.workspaces import ensure_defaults
 from portway.errors import ConfigError
 
@@ -111,6 +111,7 @@ class Store:
         return transaction(self._sessions)
 
     async def close(self) -> None:
+        await settle()  # a statement a cancelled task left running ends, and its session closes, first
         await self.engine.dispose()
         if self._anchor is not None:
             self._anchor.close()  # the last connection: SQLite checkpoints the WAL into the file now
