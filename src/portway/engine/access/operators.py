@@ -26,19 +26,16 @@ OPERATOR = "operator"
 
 
 def is_operator(principal: Principal) -> bool:
-    if not isinstance(principal, AccessPrincipal):  # verified by the engine secret alone (no access layer)
-        return _engine_says_operator(principal)
-    held = principal.permissions
-    if principal.kind in ("pat", "app") or principal.role is not None:
-        if principal.role != OPERATOR:
-            return False
-        if principal.kind == "pat":
-            return held is None or ADMIN_PERMISSION in held
-        return held is not None and ADMIN_PERMISSION in held
+    if isinstance(principal, AccessPrincipal):
+        held = principal.permissions
+        if principal.kind in ("pat", "app") or principal.role is not None:  # the store decides
+            if principal.role != OPERATOR:
+                return False
+            if principal.kind == "pat":
+                return held is None or ADMIN_PERMISSION in held
+            return held is not None and ADMIN_PERMISSION in held
+    else:  # verified by the engine secret alone (no access layer)
+        claimed = principal.claims.get("permissions")
+        held = frozenset(p for p in claimed if isinstance(p, str)) if isinstance(claimed, list) else None
+    # Claims the engine signed, with no stored credential behind them.
     return principal.claims.get("role") == OPERATOR or (held is not None and ADMIN_PERMISSION in held)
-
-
-def _engine_says_operator(principal: Principal) -> bool:
-    permissions = principal.claims.get("permissions")
-    return principal.claims.get("role") == OPERATOR or (
-        isinstance(permissions, list) and ADMIN_PERMISSION in permissions)
