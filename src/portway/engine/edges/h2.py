@@ -201,7 +201,7 @@ class H2Edge(H2Shell):
             return
         if tunnel.id not in self._admitted:
             # Found by :authority (no SNI, or an IP literal as SNI): the listener could not check the TLS version.
-            if refused_tls(self.ctx, tunnel, self._tls_version, self.source_ip):
+            if self.sni is None and refused_tls(self.ctx, tunnel, self._tls_version, self.source_ip):
                 status, detail, extra = self.tls_refusal(name, request.path)
                 self._answer(stream_id, status, detail, accept, name, extra=extra, draft=draft, denied=TLS_DENIAL)
                 return

@@ -273,7 +273,7 @@ class HttpEdge(EngineHost, Pipe):
                 raise Reject(421, "the request's Host does not match the TLS server name")
             self._host = name
             # Found by Host (no SNI, or an IP literal as SNI): the listener could not check the TLS version.
-            if refused_tls(self.ctx, tunnel, tls_version(self.transport), self.source_ip):
+            if self.sni is None and refused_tls(self.ctx, tunnel, tls_version(self.transport), self.source_ip):
                 raise self.tls_refusal(name)
             refusal = refused_address(self.ctx, tunnel, self.source_ip)
             if refusal is not None:
