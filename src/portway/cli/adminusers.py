@@ -16,11 +16,6 @@ USER_COLUMNS = ["id", "subject", "role", "disabled_at", "created_at"]
 _ROLE = click.Choice(["operator", "member"])
 
 
-def _user_path(ref: str) -> str:
-    """`users/<ref>`, the id or subject percent-encoded (a subject may hold spaces, `?` or `#`)."""
-    return ref_path("users", ref)
-
-
 @click.group(name="user")
 def user_group() -> None:
     """Users: whom PATs speak for. An operator's PATs may use the admin API; a disabled user's PATs (and the
@@ -76,7 +71,7 @@ add_get(user_group, collection="users", what="user", columns=USER_COLUMNS,
 def _patch_user(ctx: click.Context, ref: str, change: dict[str, Any], engine_addr: str | None, token: str | None,
                 token_file: str | None, ca_file: str | None, insecure: bool, output: str) -> None:
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    show(fetch(lambda: api.admin("PATCH", _user_path(ref), body=change)), output, USER_COLUMNS)
+    show(fetch(lambda: api.admin("PATCH", ref_path("users", ref), body=change)), output, USER_COLUMNS)
 
 
 @user_group.command(name="set-role")
@@ -96,36 +91,22 @@ def user_set_role(ctx: click.Context, ref: str, role: str, engine_addr: str | No
     _patch_user(ctx, ref, {"role": role}, engine_addr, token, token_file, ca_file, insecure, output)
 
 
-@user_group.command(name="disable")
-@click.argument("ref")
-@agent_options
-@OUTPUT
-@click.pass_context
-def user_disable(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
-                 ca_file: str | None, insecure: bool, output: str) -> None:
-    """Disable the user REF: its PATs and the tokens derived from them are refused (not revoked).
+def _add_switch(name: str, disabled: bool, summary: str) -> None:
+    """`disable REF` / `enable REF`: the same PATCH of `disabled`."""
 
-    \b
-    Example:
-      portway admin user disable bob@example.com
-    """
-    _patch_user(ctx, ref, {"disabled": True}, engine_addr, token, token_file, ca_file, insecure, output)
+    @user_group.command(name=name, help=f"{summary}\n\n\b\nExample:\n  portway admin user {name} bob@example.com")
+    @click.argument("ref")
+    @agent_options
+    @OUTPUT
+    @click.pass_context
+    def switch(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
+               ca_file: str | None, insecure: bool, output: str) -> None:
+        _patch_user(ctx, ref, {"disabled": disabled}, engine_addr, token, token_file, ca_file, insecure, output)
 
 
-@user_group.command(name="enable")
-@click.argument("ref")
-@agent_options
-@OUTPUT
-@click.pass_context
-def user_enable(ctx: click.Context, ref: str, engine_addr: str | None, token: str | None, token_file: str | None,
-                ca_file: str | None, insecure: bool, output: str) -> None:
-    """Enable the user REF again: its unrevoked PATs work again.
-
-    \b
-    Example:
-      portway admin user enable bob@example.com
-    """
-    _patch_user(ctx, ref, {"disabled": False}, engine_addr, token, token_file, ca_file, insecure, output)
+_add_switch("disable", True, "Disable the user REF: its PATs and the tokens derived from them are refused (not "
+            "revoked).")
+_add_switch("enable", False, "Enable the user REF again: its unrevoked PATs work again.")
 
 
 @user_group.command(name="delete")
@@ -141,5 +122,5 @@ def user_delete(ctx: click.Context, ref: str, engine_addr: str | None, token: st
       portway admin user delete bob@example.com
     """
     api = engine_api(ctx, engine_addr, token, token_file, ca_file, insecure)
-    fetch(lambda: api.admin("DELETE", _user_path(ref)))
+    fetch(lambda: api.admin("DELETE", ref_path("users", ref)))
     click.echo(f"deleted user {ref}")
